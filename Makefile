@@ -1,0 +1,33 @@
+# `make repro` runs the whole pipeline; `make test` runs the test suite.
+# Both create .venv on first use and (re)install the project when pyproject.toml changes.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(CURDIR)/$(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+export PATH := $(BIN):$(PATH)
+export HF_HUB_OFFLINE := 1
+export TOKENIZERS_PARALLELISM := false
+export RAY_USAGE_STATS_ENABLED := 0
+export GX_ANALYTICS_ENABLED := False
+
+.PHONY: repro test lint install clean-store
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --disable-pip-version-check -q -e '.[dev]'
+	touch $(STAMP)
+
+repro: $(STAMP)
+	dvc repro
+
+test: $(STAMP)
+	python -m pytest
+
+lint: $(STAMP)
+	ruff check .
+
+clean-store:
+	rm -rf store models reports/per_user .ray_results

@@ -1,0 +1,1 @@
+"""The feature store contract: schemas, atomic Parquet tables with manifests, encoders."""

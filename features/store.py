@@ -1,0 +1,199 @@
+"""Parquet tables with a ``_manifest.json``, published atomically.
+
+A table is a folder of Parquet files written with an explicit schema. It becomes
+visible only when complete: it is written to a hidden sibling folder, then renamed
+into place, so a crash never leaves a half-written table where a reader looks.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import uuid
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from features.errors import PlatformError
+from features.schemas import SCHEMA_VERSION
+
+MANIFEST = "_manifest.json"
+
+
+class StoreError(PlatformError, RuntimeError):
+    """A store table is missing, incomplete or does not match its contract."""
+
+
+def utc_now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def code_version() -> str:
+    """Git sha of the producing code (``unknown`` outside a git checkout)."""
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=True,
+            cwd=Path(__file__).resolve().parent,
+        )
+        return out.stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def fingerprint_file(path: Path, chunk: int = 1 << 20) -> str:
+    """sha256 of a file's bytes, for manifests' input fingerprints."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+@contextlib.contextmanager
+def publish(path: Path | str) -> Iterator[Path]:
+    """Yield a temporary folder; on success swap it in place of ``path`` atomically.
+
+    On error the temporary folder is removed and any previous table stays untouched.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.parent / f".{path.name}.tmp-{uuid.uuid4().hex[:8]}"
+    tmp.mkdir()
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    old = None
+    if path.exists():
+        old = path.parent / f".{path.name}.old-{uuid.uuid4().hex[:8]}"
+        os.rename(path, old)
+    os.rename(tmp, path)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def write_manifest(folder: Path, manifest: Mapping[str, Any]) -> None:
+    with open(folder / MANIFEST, "w") as f:
+        json.dump(manifest, f, indent=2, sort_keys=True, default=str)
+        f.write("\n")
+
+
+def base_manifest(table: str, schema: pa.Schema, rows: int, **extra: Any) -> dict[str, Any]:
+    """Fields every manifest carries; stage-specific fields go in ``extra``."""
+    return {
+        "table": table,
+        "schema_version": SCHEMA_VERSION,
+        "row_count": rows,
+        "columns": {f.name: str(f.type) for f in schema},
+        "created": utc_now().isoformat(),
+        "producer": {"code_version": code_version()},
+        **extra,
+    }
+
+
+def write_table(
+    path: Path | str,
+    table: pa.Table,
+    schema: pa.Schema,
+    *,
+    name: str | None = None,
+    rows_per_file: int = 1_000_000,
+    **manifest_extra: Any,
+) -> dict[str, Any]:
+    """Cast ``table`` to ``schema``, write it as Parquet parts plus a manifest, publish."""
+    path = Path(path)
+    try:
+        table = table.select(schema.names).cast(schema)
+    except (KeyError, pa.ArrowInvalid, pa.ArrowTypeError) as e:
+        raise StoreError(f"table {path}: does not match its schema {schema}: {e}") from e
+    manifest = base_manifest(name or path.name, schema, table.num_rows, **manifest_extra)
+    with publish(path) as tmp:
+        n_parts = max(1, -(-table.num_rows // rows_per_file))
+        for part in range(n_parts):
+            chunk = table.slice(part * rows_per_file, rows_per_file)
+            pq.write_table(chunk, tmp / f"part-{part:05d}.parquet", compression="zstd")
+        write_manifest(tmp, manifest)
+    return manifest
+
+
+def read_manifest(path: Path | str) -> dict[str, Any]:
+    path = Path(path)
+    mpath = path / MANIFEST
+    if not mpath.exists():
+        raise StoreError(
+            f"table {path}: no {MANIFEST}; it is missing or was not published completely "
+            "(run the stage that produces it)"
+        )
+    with open(mpath) as f:
+        manifest = json.load(f)
+    if manifest.get("schema_version") != SCHEMA_VERSION:
+        raise StoreError(
+            f"table {path}: schema_version {manifest.get('schema_version')!r}, "
+            f"this code reads version {SCHEMA_VERSION}"
+        )
+    return manifest
+
+
+def read_table(path: Path | str, columns: list[str] | None = None) -> pa.Table:
+    """Read a published table, checking its manifest and row count."""
+    path = Path(path)
+    manifest = read_manifest(path)
+    files = sorted(path.glob("*.parquet"))
+    if not files:
+        table = pa.Table.from_pylist([], schema=pa.schema([]))
+    else:
+        table = pa.concat_tables(pq.read_table(f, columns=columns) for f in files)
+    if table.num_rows != manifest["row_count"]:
+        raise StoreError(
+            f"table {path}: {table.num_rows} rows on disk, manifest says {manifest['row_count']}"
+        )
+    return table
+
+
+def embeddings_to_arrow(matrix: np.ndarray) -> pa.FixedSizeListArray:
+    """float32 (n, d) matrix -> fixed_size_list<float32>[d] without a Python-level loop."""
+    matrix = np.ascontiguousarray(matrix, dtype=np.float32)
+    if matrix.ndim != 2:
+        raise ValueError(f"expected a 2-d embedding matrix, got shape {matrix.shape}")
+    flat = pa.array(matrix.reshape(-1), type=pa.float32())
+    return pa.FixedSizeListArray.from_arrays(flat, matrix.shape[1])
+
+
+def arrow_to_embeddings(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
+    """fixed_size_list<float32>[d] column -> float32 (n, d) numpy matrix (zero-copy per chunk)."""
+    chunks = column.chunks if isinstance(column, pa.ChunkedArray) else [column]
+    dim = column.type.list_size
+    parts = [c.flatten().to_numpy(zero_copy_only=False).reshape(-1, dim) for c in chunks]
+    if not parts:
+        return np.zeros((0, dim), dtype=np.float32)
+    return np.concatenate(parts).astype(np.float32, copy=False)
+
+
+def read_embedding_matrix(path: Path | str, n_items: int) -> tuple[np.ndarray, np.ndarray]:
+    """Embeddings aligned to the dense item index: (matrix (n_items, d), present mask).
+
+    Items without a row (rejected by the encoder) get a zero vector and ``present=False``.
+    """
+    table = read_table(path, columns=["item_idx", "embedding"])
+    idx = table.column("item_idx").to_numpy()
+    if len(idx) and (idx.min() < 0 or idx.max() >= n_items):
+        raise StoreError(f"table {path}: item_idx outside [0, {n_items})")
+    emb = arrow_to_embeddings(table.column("embedding"))
+    matrix = np.zeros((n_items, emb.shape[1]), dtype=np.float32)
+    present = np.zeros(n_items, dtype=bool)
+    matrix[idx] = emb
+    present[idx] = True
+    return matrix, present

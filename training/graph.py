@@ -1,0 +1,80 @@
+"""Item-item kNN graphs from feature tables, built in chunks of rows.
+
+Memory follows ``chunk_size x n_items`` (one block of similarities), never items².
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import torch
+from tqdm import tqdm
+
+from features import schemas
+from features.store import read_embedding_matrix, read_manifest, write_table
+
+log = logging.getLogger(__name__)
+
+
+def knn_chunked(
+    features: np.ndarray, k: int, *, chunk_size: int = 1024, self_loops: bool = True, progress: bool = False
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Top-k cosine neighbours of every row: (rows, cols, sims), k per row, sorted by rank.
+
+    With ``self_loops`` the item itself competes for a slot (as FREEDOM's reference
+    does); without, the diagonal is excluded.
+    """
+    n = features.shape[0]
+    if n == 0:
+        empty = np.zeros(0, dtype=np.int64)
+        return empty, empty, np.zeros(0, dtype=np.float32)
+    k_eff = min(k, n if self_loops else n - 1)
+    x = torch.nn.functional.normalize(torch.from_numpy(np.ascontiguousarray(features, np.float32)), dim=1)
+    cols = np.empty((n, k_eff), dtype=np.int64)
+    sims = np.empty((n, k_eff), dtype=np.float32)
+    starts = range(0, n, chunk_size)
+    for start in tqdm(starts, desc="kNN", disable=not progress, unit="chunk"):
+        stop = min(start + chunk_size, n)
+        block = x[start:stop] @ x.T
+        if not self_loops:
+            block[torch.arange(stop - start), torch.arange(start, stop)] = -float("inf")
+        val, ind = torch.topk(block, k_eff, dim=1)
+        cols[start:stop] = ind.numpy()
+        sims[start:stop] = val.numpy()
+    rows = np.repeat(np.arange(n, dtype=np.int64), k_eff)
+    return rows, cols.reshape(-1), sims.reshape(-1)
+
+
+def run(params: dict[str, Any], store: Path, out: Path) -> dict[str, Any]:
+    """Graph stage: one edge table per feature under ``out``."""
+    g = params["graph"]
+    n_items = read_manifest(store / "items")["row_count"]
+    summary = {}
+    for name in params["extract"]["features"]:
+        path = store / "features" / name
+        matrix, present = read_embedding_matrix(path, n_items)
+        rows, cols, sims = knn_chunked(
+            matrix, int(g["k"]), chunk_size=int(g["chunk_size"]), self_loops=bool(g["self_loops"]), progress=True
+        )
+        k_eff = len(cols) // max(1, n_items)
+        table = pa.table(
+            {
+                "item_idx": rows,
+                "neighbor_idx": cols,
+                "rank": np.tile(np.arange(k_eff, dtype=np.int32), n_items),
+                "similarity": sims,
+            }
+        )
+        manifest = write_table(
+            out / name, table, schemas.GRAPH_EDGES,
+            feature=name, k=k_eff, self_loops=bool(g["self_loops"]), similarity="cosine",
+            items_without_feature=int((~present).sum()),
+            source_manifest={"encoder_id": read_manifest(path).get("encoder_id")},
+        )
+        summary[name] = {"edges": manifest["row_count"], "k": k_eff}
+        log.info("graph %s: %d items, k=%d, %d edges", name, n_items, k_eff, manifest["row_count"])
+    return summary

@@ -1,0 +1,32 @@
+"""BPR-MF: user and item id embeddings, dot-product score, BPR loss."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from training.data import TrainData
+from training.models.base import Recommender, bpr_loss, l2_reg, register
+
+
+@register("bpr")
+class BPR(Recommender):
+    defaults = {"embedding_dim": 64, "reg_weight": 1e-4}
+
+    def __init__(self, data: TrainData, hp: dict[str, Any]) -> None:
+        super().__init__(data, hp)
+        d = int(self.hp["embedding_dim"])
+        self.user_emb = nn.Embedding(self.n_users, d)
+        self.item_emb = nn.Embedding(self.n_items, d)
+        nn.init.xavier_uniform_(self.user_emb.weight)
+        nn.init.xavier_uniform_(self.item_emb.weight)
+
+    def forward(self, users: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor) -> torch.Tensor:
+        u, p, n = self.user_emb(users), self.item_emb(pos), self.item_emb(neg)
+        loss = bpr_loss((u * p).sum(-1), (u * n).sum(-1))
+        return loss + self.hp["reg_weight"] * l2_reg(u, p, n)
+
+    def embeddings(self) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.user_emb.weight, self.item_emb.weight

@@ -1,0 +1,117 @@
+"""FREEDOM: a frozen item-item kNN graph from features + a denoised (pruned) user-item graph.
+
+Mechanics per ../shared/REFERENCE.md: per-feature kNN graphs (binary, D^-1/2 A D^-1/2)
+combined by weight and frozen; LightGCN over the user-item graph whose edges are
+re-sampled each epoch with probability ~ 1/sqrt(deg_u deg_i); item = LightGCN item
+output + id embeddings propagated over the item-item graph; loss = BPR + reg_weight x
+BPR of users against projected features.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from training.data import TrainData
+from training.graph import knn_chunked
+from training.models.base import Recommender, bpr_loss, register
+from training.sparse import knn_adjacency, propagate_mean, sym_norm_values
+
+
+def prune_edges(
+    users: np.ndarray, items: np.ndarray, weights: np.ndarray, keep: int, rng: np.random.Generator
+) -> np.ndarray:
+    """Indices of ``keep`` edges sampled without replacement with probability ~ ``weights``
+    (Efraimidis-Spirakis keys u^(1/w): vectorised, no category limit)."""
+    keys = np.log(rng.random(len(weights))) / weights
+    return np.argpartition(-keys, keep - 1)[:keep] if keep < len(weights) else np.arange(len(weights))
+
+
+@register("freedom")
+class FREEDOM(Recommender):
+    defaults = {
+        "embedding_dim": 64,
+        "n_layers": 2,
+        "n_mm_layers": 1,
+        "dropout": 0.8,
+        "reg_weight": 1e-4,
+        "knn_k": 10,
+        "feature_weights": None,  # {feature name: weight}; default: equal
+        "train_features": True,   # fine-tune the raw feature tables (as the reference does)
+    }
+    needs_features = True
+
+    def __init__(self, data: TrainData, hp: dict[str, Any]) -> None:
+        super().__init__(data, hp)
+        d = int(self.hp["embedding_dim"])
+        self.user_emb = nn.Embedding(self.n_users, d)
+        self.item_emb = nn.Embedding(self.n_items, d)
+        nn.init.xavier_uniform_(self.user_emb.weight)
+        nn.init.xavier_uniform_(self.item_emb.weight)
+        names = sorted(data.features)
+        self.feature_names = names
+        self.feats = nn.ParameterList(
+            nn.Parameter(torch.from_numpy(data.features[n].copy()), requires_grad=bool(self.hp["train_features"]))
+            for n in names
+        )
+        self.proj = nn.ModuleList(nn.Linear(data.features[n].shape[1], d) for n in names)
+        self.mm_adj = self._item_graph(data, names)
+        # User-item edges and their degree-sensitive sampling weights (full graph).
+        self.ui_users, self.ui_items = data.train.users, data.train.items
+        self.edge_weights = sym_norm_values(self.ui_users, self.ui_items, self.n_users, self.n_items)
+        self.full_adj = self._ui_adj(np.arange(len(self.ui_users)))
+        self.adj = self.full_adj
+
+    def _item_graph(self, data: TrainData, names: list[str]) -> torch.Tensor:
+        weights = self.hp["feature_weights"] or {n: 1.0 / len(names) for n in names}
+        missing = [n for n in names if n not in weights]
+        if missing:
+            raise ValueError(f"freedom.feature_weights: no weight for feature(s) {missing}; got {weights}")
+        total = None
+        for n in names:
+            rows, cols = data.knn.get(n) or knn_chunked(data.features[n], int(self.hp["knn_k"]))[:2]
+            adj = knn_adjacency(rows, cols, self.n_items) * float(weights[n])
+            total = adj if total is None else total + adj
+        return total.coalesce().to_sparse_csr()
+
+    def _ui_adj(self, keep: np.ndarray) -> torch.Tensor:
+        u, i = self.ui_users[keep], self.ui_items[keep]
+        vals = sym_norm_values(u, i, self.n_users, self.n_items)
+        r = np.concatenate([u, i + self.n_users])
+        c = np.concatenate([i + self.n_users, u])
+        n = self.n_users + self.n_items
+        idx = torch.from_numpy(np.stack([r, c]))
+        v = torch.from_numpy(np.concatenate([vals, vals]))
+        return torch.sparse_coo_tensor(idx, v, (n, n)).coalesce().to_sparse_csr()
+
+    def pre_epoch(self, rng: np.random.Generator) -> None:
+        dropout = float(self.hp["dropout"])
+        if dropout <= 0:
+            self.adj = self.full_adj
+            return
+        keep = int(len(self.edge_weights) * (1.0 - dropout))
+        self.adj = self._ui_adj(prune_edges(self.ui_users, self.ui_items, self.edge_weights, keep, rng))
+
+    def propagate(self, adj: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        h = self.item_emb.weight
+        for _ in range(int(self.hp["n_mm_layers"])):
+            h = torch.sparse.mm(self.mm_adj, h)
+        ego = torch.cat([self.user_emb.weight, self.item_emb.weight])
+        out = propagate_mean(adj, ego, int(self.hp["n_layers"]))
+        return out[: self.n_users], out[self.n_users :] + h
+
+    def forward(self, users: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor) -> torch.Tensor:
+        u_all, i_all = self.propagate(self.adj)
+        u = u_all[users]
+        loss = bpr_loss((u * i_all[pos]).sum(-1), (u * i_all[neg]).sum(-1))
+        side = 0.0
+        for feat, proj in zip(self.feats, self.proj, strict=True):
+            fp, fn = proj(feat[pos]), proj(feat[neg])
+            side = side + bpr_loss((u * fp).sum(-1), (u * fn).sum(-1))
+        return loss + self.hp["reg_weight"] * side
+
+    def embeddings(self) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.propagate(self.full_adj)

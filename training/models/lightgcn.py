@@ -1,0 +1,42 @@
+"""LightGCN: id embeddings propagated over the normalised user-item graph, layer mean."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from training.data import TrainData
+from training.models.base import Recommender, bpr_loss, l2_reg, register
+from training.sparse import bipartite_adjacency, propagate_mean
+
+
+@register("lightgcn")
+class LightGCN(Recommender):
+    defaults = {"embedding_dim": 64, "n_layers": 2, "reg_weight": 1e-4}
+
+    def __init__(self, data: TrainData, hp: dict[str, Any]) -> None:
+        super().__init__(data, hp)
+        d = int(self.hp["embedding_dim"])
+        self.user_emb = nn.Embedding(self.n_users, d)
+        self.item_emb = nn.Embedding(self.n_items, d)
+        nn.init.xavier_uniform_(self.user_emb.weight)
+        nn.init.xavier_uniform_(self.item_emb.weight)
+        # A plain attribute, not a buffer: DDP must not try to broadcast a sparse tensor.
+        self.adj = bipartite_adjacency(data.train.users, data.train.items, self.n_users, self.n_items)
+
+    def propagate(self) -> tuple[torch.Tensor, torch.Tensor]:
+        ego = torch.cat([self.user_emb.weight, self.item_emb.weight])
+        out = propagate_mean(self.adj, ego, int(self.hp["n_layers"]))
+        return out[: self.n_users], out[self.n_users :]
+
+    def forward(self, users: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor) -> torch.Tensor:
+        u_all, i_all = self.propagate()
+        u, p, n = u_all[users], i_all[pos], i_all[neg]
+        loss = bpr_loss((u * p).sum(-1), (u * n).sum(-1))
+        reg = l2_reg(self.user_emb(users), self.item_emb(pos), self.item_emb(neg))
+        return loss + self.hp["reg_weight"] * reg
+
+    def embeddings(self) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.propagate()

@@ -1,0 +1,96 @@
+"""Report stage: one HTML page with the dataset, features, validation and model metrics."""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+from features.store import read_manifest
+
+
+def _table(header: list[str], rows: list[list[Any]]) -> str:
+    th = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(_fmt(c))}</td>" for c in r) + "</tr>" for r in rows)
+    return f"<table><tr>{th}</tr>{body}</table>"
+
+
+def _fmt(v: Any) -> str:
+    return f"{v:.4f}" if isinstance(v, float) else str(v)
+
+
+def _curves_png(curves_dir: Path) -> str | None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    files = sorted(curves_dir.glob("*.json"))
+    if not files:
+        return None
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    for f in files:
+        rows = [r for r in json.loads(f.read_text()) if r.get("valid_recall@20") is not None]
+        ax.plot([r["epoch"] for r in rows], [r["valid_recall@20"] for r in rows], label=f.stem)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("valid Recall@20")
+    ax.legend()
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100)
+    plt.close(fig)
+    return base64.b64encode(buf.getvalue()).decode()
+
+
+def render(params: dict[str, Any], store: Path, metrics_path: Path, validation_dir: Path,
+           curves_dir: Path, ingest_stats: Path, train_summary: Path) -> str:
+    metrics = json.loads(metrics_path.read_text())
+    ingest = json.loads(ingest_stats.read_text())
+    validation = json.loads((validation_dir / "summary.json").read_text())
+    trained = json.loads(train_summary.read_text())
+    ks = params["evaluate"]["ks"]
+    cols = [f"{m}@{k}" for k in ks for m in ("recall", "ndcg", "precision", "map")]
+    model_rows = [[name] + [m["test"].get(c, "") for c in cols] + [m["best_epoch"],
+                  trained.get(name, {}).get("seconds_per_epoch", "")] for name, m in metrics.items()]
+    split_rows = [[s, v["users"], v["items"], v["interactions"], v["density"], v["cold_items"]]
+                  for s, v in ingest["split"].items()]
+    c = ingest["counts"]
+    feat_rows, warnings = [], []
+    for name in params["extract"]["features"]:
+        m = read_manifest(store / "features" / name)
+        feat_rows.append([name, m.get("encoder"), m.get("weights"), m.get("dim"), m.get("normalized"),
+                          m["counts"]["embedded"], m["counts"]["rejected"]])
+        if m.get("random_weights"):
+            warnings.append(f"Feature <b>{html.escape(name)}</b> was produced with RANDOMLY INITIALISED "
+                            f"weights ({html.escape(str(m.get('weights')))}): its vectors carry no pretrained "
+                            "semantics. Give a pretrained tag or checkpoint path for real use.")
+    val_rows = [[t, v["rows"], v["expectations"], v["failed"], "pass" if v["success"] else "FAIL"]
+                for t, v in validation["tables"].items()]
+    png = _curves_png(curves_dir)
+    img = f'<img src="data:image/png;base64,{png}">' if png else ""
+    warn = "".join(f'<p class="warn">{w}</p>' for w in warnings)
+    return f"""<!doctype html><meta charset=utf-8><title>Multimodal recommendation report</title>
+<style>body{{font-family:sans-serif;max-width:1100px}} td,th{{padding:2px 8px;border-bottom:1px solid #ddd;
+text-align:right}} .warn{{background:#fec;padding:6px;border-left:4px solid #e80}}</style>
+<h1>Multimodal recommendation report</h1>{warn}
+<h2>Models (test split, full ranking, training items masked)</h2>
+{_table(["model"] + cols + ["best epoch", "s/epoch"], model_rows)}
+<h2>Training curves</h2>{img}
+<h2>Dataset</h2>
+<p>items: {c['items']['input']} in, {c['items']['accepted']} accepted, {c['items']['rejected']} rejected;
+interactions: {c['interactions']['input']} in, {c['interactions']['accepted']} accepted,
+{c['interactions']['rejected']} rejected; users: {c['users']}.</p>
+{_table(["split", "users", "items", "interactions", "density", "cold items"], split_rows)}
+<h2>Features</h2>
+{_table(["feature", "encoder", "weights", "dim", "L2-normalised", "embedded", "rejected"], feat_rows)}
+<h2>Validation (Great Expectations)</h2>
+{_table(["table", "rows", "expectations", "failed", "result"], val_rows)}
+"""
+
+
+def run(params: dict[str, Any], store: Path, out: Path, **paths: Path) -> None:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(render(params, store, **paths))
