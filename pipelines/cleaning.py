@@ -24,7 +24,9 @@ def _as_rejects(df: pl.DataFrame, reason: pl.Expr | str, key: str) -> pl.DataFra
     return df.select(
         pl.col("_source").alias("source"),
         pl.col("_row").alias("row"),
-        pl.col(key).cast(pl.String).alias("key") if key in df.columns else pl.lit(None, pl.String).alias("key"),
+        pl.col(key).cast(pl.String).alias("key")
+        if key in df.columns
+        else pl.lit(None, pl.String).alias("key"),
         reason_expr.alias("reason"),
         pl.struct(data_cols).struct.json_encode().alias("record"),
     )
@@ -32,7 +34,13 @@ def _as_rejects(df: pl.DataFrame, reason: pl.Expr | str, key: str) -> pl.DataFra
 
 def empty_rejects() -> pl.DataFrame:
     return pl.DataFrame(
-        schema={"source": pl.String, "row": pl.Int64, "key": pl.String, "reason": pl.String, "record": pl.String}
+        schema={
+            "source": pl.String,
+            "row": pl.Int64,
+            "key": pl.String,
+            "reason": pl.String,
+            "record": pl.String,
+        }
     )
 
 
@@ -46,8 +54,10 @@ def clean_items(df: pl.DataFrame) -> Cleaned:
     blank = pl.col("item_id").is_null() | (pl.col("item_id") == "")
     dup = pl.col("item_id").is_duplicated() & (pl.int_range(pl.len()).over("item_id") > 0)
     reason = (
-        pl.when(blank).then(pl.lit("missing item_id"))
-        .when(dup).then(pl.lit("duplicate item_id (first occurrence kept)"))
+        pl.when(blank)
+        .then(pl.lit("missing item_id"))
+        .when(dup)
+        .then(pl.lit("duplicate item_id (first occurrence kept)"))
         .otherwise(None)
     )
     df = df.with_columns(reason.alias("_reason"))
@@ -74,12 +84,18 @@ def clean_interactions(
     bad_rating = pl.col("rating").is_not_null() & pl.col("_rating").is_null()
     low = pl.lit(False) if min_rating is None else (pl.col("_rating") < min_rating).fill_null(False)
     reason = (
-        pl.when(missing_user).then(pl.lit("missing user_id"))
-        .when(missing_item).then(pl.lit("missing item_id"))
-        .when(unknown_item).then(pl.lit("unknown item_id (not in the item catalog)"))
-        .when(bad_ts).then(pl.lit("timestamp is not a number"))
-        .when(bad_rating).then(pl.lit("rating is not a number"))
-        .when(low).then(pl.lit(f"rating below min_rating {min_rating}"))
+        pl.when(missing_user)
+        .then(pl.lit("missing user_id"))
+        .when(missing_item)
+        .then(pl.lit("missing item_id"))
+        .when(unknown_item)
+        .then(pl.lit("unknown item_id (not in the item catalog)"))
+        .when(bad_ts)
+        .then(pl.lit("timestamp is not a number"))
+        .when(bad_rating)
+        .then(pl.lit("rating is not a number"))
+        .when(low)
+        .then(pl.lit(f"rating below min_rating {min_rating}"))
         .otherwise(None)
     )
     df = df.with_columns(reason.alias("_reason"))
@@ -93,4 +109,6 @@ def clean_interactions(
     )
     bad = pl.concat([df.filter(pl.col("_reason").is_not_null()), dup.drop("_dup")], how="diagonal")
     accepted = ok.filter(~pl.col("_dup")).drop("_dup", "_reason")
-    return Cleaned(accepted=accepted, rejects=_as_rejects(bad.drop("_ts", "_rating"), pl.col("_reason"), "item_id"))
+    return Cleaned(
+        accepted=accepted, rejects=_as_rejects(bad.drop("_ts", "_rating"), pl.col("_reason"), "item_id")
+    )

@@ -28,8 +28,15 @@ StoreOpt = Annotated[Path, typer.Option("--store", help="feature store root fold
 
 def _setup_logging() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
-    for noisy in ("great_expectations", "ray", "apache_beam", "sentence_transformers", "urllib3",
-                  "httpx", "matplotlib"):
+    for noisy in (
+        "great_expectations",
+        "ray",
+        "apache_beam",
+        "sentence_transformers",
+        "urllib3",
+        "httpx",
+        "matplotlib",
+    ):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
@@ -52,8 +59,10 @@ def _params(path: Path) -> dict[str, Any]:
 
 
 @app.command()
-def demo(params: ParamsOpt = Path("params.yaml"),
-         out: Annotated[Path, typer.Option(help="output folder")] = Path("data/demo")) -> None:
+def demo(
+    params: ParamsOpt = Path("params.yaml"),
+    out: Annotated[Path, typer.Option(help="output folder")] = Path("data/demo"),
+) -> None:
     """Generate the built-in demo catalog (items, images, interactions) from params ``demo``."""
     from pipelines.demo_catalog import DemoSpec, generate_demo
 
@@ -67,9 +76,11 @@ def demo(params: ParamsOpt = Path("params.yaml"),
 
 
 @app.command()
-def ingest(params: ParamsOpt = Path("params.yaml"), store: StoreOpt = Path("store"),
-           stats: Annotated[Path, typer.Option(help="split statistics JSON")] = Path("reports/ingest.json"),
-           ) -> None:
+def ingest(
+    params: ParamsOpt = Path("params.yaml"),
+    store: StoreOpt = Path("store"),
+    stats: Annotated[Path, typer.Option(help="split statistics JSON")] = Path("reports/ingest.json"),
+) -> None:
     """Raw catalog + interactions -> items, users, interactions, rejects tables."""
     from pipelines import ingest as stage
 
@@ -77,10 +88,14 @@ def ingest(params: ParamsOpt = Path("params.yaml"), store: StoreOpt = Path("stor
 
 
 @app.command()
-def extract(params: ParamsOpt = Path("params.yaml"), store: StoreOpt = Path("store"),
-            beam_arg: Annotated[list[str] | None, typer.Option(
-                help="extra Beam pipeline option, e.g. --beam-arg=--runner=FlinkRunner")] = None,
-            ) -> None:
+def extract(
+    params: ParamsOpt = Path("params.yaml"),
+    store: StoreOpt = Path("store"),
+    beam_arg: Annotated[
+        list[str] | None,
+        typer.Option(help="extra Beam pipeline option, e.g. --beam-arg=--runner=FlinkRunner"),
+    ] = None,
+) -> None:
     """Embed item text and images with the Beam pipeline; one feature table per encoder."""
     from pipelines import extract as stage
 
@@ -88,9 +103,11 @@ def extract(params: ParamsOpt = Path("params.yaml"), store: StoreOpt = Path("sto
 
 
 @app.command()
-def graph(params: ParamsOpt = Path("params.yaml"), store: StoreOpt = Path("store"),
-          out: Annotated[Path, typer.Option(help="graph tables folder")] = Path("store/graphs/item_knn"),
-          ) -> None:
+def graph(
+    params: ParamsOpt = Path("params.yaml"),
+    store: StoreOpt = Path("store"),
+    out: Annotated[Path, typer.Option(help="graph tables folder")] = Path("store/graphs/item_knn"),
+) -> None:
     """Item-item kNN graph per feature, built in chunks."""
     from training import graph as stage
 
@@ -98,10 +115,12 @@ def graph(params: ParamsOpt = Path("params.yaml"), store: StoreOpt = Path("store
 
 
 @app.command()
-def validate(params: ParamsOpt = Path("params.yaml"), store: StoreOpt = Path("store"),
-             graphs: Annotated[Path | None, typer.Option(help="graph tables folder")] = None,
-             out: Annotated[Path, typer.Option(help="report folder")] = Path("reports/validation"),
-             ) -> None:
+def validate(
+    params: ParamsOpt = Path("params.yaml"),
+    store: StoreOpt = Path("store"),
+    graphs: Annotated[Path | None, typer.Option(help="graph tables folder")] = None,
+    out: Annotated[Path, typer.Option(help="report folder")] = Path("reports/validation"),
+) -> None:
     """Great Expectations gate over the store: exits 1 naming table and expectation on failure."""
     from validation import gate
 
@@ -109,11 +128,13 @@ def validate(params: ParamsOpt = Path("params.yaml"), store: StoreOpt = Path("st
 
 
 @app.command()
-def train(params: ParamsOpt = Path("params.yaml"), store: StoreOpt = Path("store"),
-          graphs: Annotated[Path, typer.Option()] = Path("store/graphs/item_knn"),
-          models: Annotated[Path, typer.Option(help="checkpoint folder")] = Path("models"),
-          curves: Annotated[Path, typer.Option(help="per-epoch curves")] = Path("reports/curves"),
-          ) -> None:
+def train(
+    params: ParamsOpt = Path("params.yaml"),
+    store: StoreOpt = Path("store"),
+    graphs: Annotated[Path, typer.Option()] = Path("store/graphs/item_knn"),
+    models: Annotated[Path, typer.Option(help="checkpoint folder")] = Path("models"),
+    curves: Annotated[Path, typer.Option(help="per-epoch curves")] = Path("reports/curves"),
+) -> None:
     """Train every model in ``train.models`` (Ray Train, N workers)."""
     from training import train_stage
 
@@ -125,12 +146,14 @@ def train(params: ParamsOpt = Path("params.yaml"), store: StoreOpt = Path("store
 
 
 @app.command()
-def evaluate(params: ParamsOpt = Path("params.yaml"), store: StoreOpt = Path("store"),
-             graphs: Annotated[Path, typer.Option()] = Path("store/graphs/item_knn"),
-             models: Annotated[Path, typer.Option()] = Path("models"),
-             metrics: Annotated[Path, typer.Option()] = Path("reports/metrics.json"),
-             per_user: Annotated[Path, typer.Option()] = Path("reports/per_user"),
-             ) -> None:
+def evaluate(
+    params: ParamsOpt = Path("params.yaml"),
+    store: StoreOpt = Path("store"),
+    graphs: Annotated[Path, typer.Option()] = Path("store/graphs/item_knn"),
+    models: Annotated[Path, typer.Option()] = Path("models"),
+    metrics: Annotated[Path, typer.Option()] = Path("reports/metrics.json"),
+    per_user: Annotated[Path, typer.Option()] = Path("reports/per_user"),
+) -> None:
     """Full-ranking test metrics of every trained model -> reports/metrics.json."""
     from training import evaluate_stage
 
@@ -138,17 +161,26 @@ def evaluate(params: ParamsOpt = Path("params.yaml"), store: StoreOpt = Path("st
 
 
 @app.command()
-def report(params: ParamsOpt = Path("params.yaml"), store: StoreOpt = Path("store"),
-           out: Annotated[Path, typer.Option()] = Path("reports/report.html")) -> None:
+def report(
+    params: ParamsOpt = Path("params.yaml"),
+    store: StoreOpt = Path("store"),
+    out: Annotated[Path, typer.Option()] = Path("reports/report.html"),
+) -> None:
     """The HTML report: models x metrics, curves, dataset, features, validation."""
     from training import report as stage
 
-    _run(lambda: stage.run(
-        _params(params), store, out,
-        metrics_path=Path("reports/metrics.json"), validation_dir=Path("reports/validation"),
-        curves_dir=Path("reports/curves"), ingest_stats=Path("reports/ingest.json"),
-        train_summary=Path("models/train_summary.json"),
-    ))
+    _run(
+        lambda: stage.run(
+            _params(params),
+            store,
+            out,
+            metrics_path=Path("reports/metrics.json"),
+            validation_dir=Path("reports/validation"),
+            curves_dir=Path("reports/curves"),
+            ingest_stats=Path("reports/ingest.json"),
+            train_summary=Path("models/train_summary.json"),
+        )
+    )
 
 
 def main() -> None:

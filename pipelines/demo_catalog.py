@@ -32,8 +32,16 @@ logger = logging.getLogger(__name__)
 # --------------------------------------------------------------------------------------------
 
 CATEGORIES: tuple[str, ...] = (
-    "mug", "t-shirt", "poster", "cushion", "lamp",
-    "notebook", "tote bag", "cap", "vase", "sticker",
+    "mug",
+    "t-shirt",
+    "poster",
+    "cushion",
+    "lamp",
+    "notebook",
+    "tote bag",
+    "cap",
+    "vase",
+    "sticker",
 )
 # Light background per category so the category is (weakly) visible in the image too.
 CATEGORY_BACKGROUNDS: dict[str, tuple[int, int, int]] = {
@@ -61,8 +69,16 @@ CATEGORY_MATERIALS: dict[str, tuple[str, ...]] = {
     "sticker": ("vinyl", "matte vinyl", "holographic vinyl", "paper"),
 }
 CATEGORY_BASE_PRICE: dict[str, float] = {
-    "mug": 14.0, "t-shirt": 22.0, "poster": 18.0, "cushion": 29.0, "lamp": 49.0,
-    "notebook": 12.0, "tote bag": 16.0, "cap": 19.0, "vase": 35.0, "sticker": 4.0,
+    "mug": 14.0,
+    "t-shirt": 22.0,
+    "poster": 18.0,
+    "cushion": 29.0,
+    "lamp": 49.0,
+    "notebook": 12.0,
+    "tote bag": 16.0,
+    "cap": 19.0,
+    "vase": 35.0,
+    "sticker": 4.0,
 }
 
 COLOURS: dict[str, tuple[int, int, int]] = {
@@ -80,7 +96,14 @@ COLOURS: dict[str, tuple[int, int, int]] = {
 COLOUR_NAMES: tuple[str, ...] = tuple(COLOURS)
 
 SHAPES: tuple[str, ...] = (
-    "circle", "square", "triangle", "star", "diamond", "hexagon", "heart", "cross",
+    "circle",
+    "square",
+    "triangle",
+    "star",
+    "diamond",
+    "hexagon",
+    "heart",
+    "cross",
 )
 PATTERNS: tuple[str, ...] = ("solid", "striped", "dotted", "checked", "gradient")
 
@@ -92,9 +115,7 @@ PATTERN_PHRASES: dict[str, tuple[str, ...]] = {
     "checked": ("in a checked print", "with a checkerboard pattern", "with checks"),
     "gradient": ("with a soft gradient", "in a fading gradient", "with an ombre gradient"),
 }
-SHAPE_PHRASES: dict[str, tuple[str, ...]] = {
-    s: (f"{s}", f"{s} motif", f"{s}-shaped graphic") for s in SHAPES
-}
+SHAPE_PHRASES: dict[str, tuple[str, ...]] = {s: (f"{s}", f"{s} motif", f"{s}-shaped graphic") for s in SHAPES}
 SIZES: tuple[str, ...] = ("small", "medium", "large", "compact", "oversized", "mini")
 NOISE_WORDS: tuple[str, ...] = ("new", "classic", "everyday", "premium", "handmade", "modern")
 NOISE_SENTENCES: tuple[str, ...] = (
@@ -239,9 +260,7 @@ def _interaction_counts(spec: DemoSpec, rng: np.random.Generator) -> np.ndarray:
     return np.clip(np.rint(raw * right), lo, hi).astype(np.int64)
 
 
-def _affinity(
-    tastes: dict[str, np.ndarray], users: slice, items: dict[str, np.ndarray]
-) -> np.ndarray:
+def _affinity(tastes: dict[str, np.ndarray], users: slice, items: dict[str, np.ndarray]) -> np.ndarray:
     """Affinity matrix (chunk x n_items): sum of the user's weights on the item's attributes."""
     aff = tastes["colour"][users][:, items["colour"]]
     aff += tastes["shape"][users][:, items["shape"]]
@@ -250,9 +269,7 @@ def _affinity(
     return aff
 
 
-def _sample_interactions(
-    spec: DemoSpec, items: dict[str, np.ndarray], *, progress: bool
-) -> pl.DataFrame:
+def _sample_interactions(spec: DemoSpec, items: dict[str, np.ndarray], *, progress: bool) -> pl.DataFrame:
     """Per-user Plackett-Luce draws (Gumbel top-k) from taste x popularity, plus exploration.
 
     p(i | u) ∝ (1 - eps) * softmax(beta * aff(u, i) + gamma * log_pop(i)) + eps / n_items;
@@ -297,8 +314,7 @@ def _sample_interactions(
             "timestamp": timestamps[order],
             "rating": ratings[order],
         },
-        schema={"user_id": pl.String, "item_id": pl.String,
-                "timestamp": pl.Int64, "rating": pl.Int64},
+        schema={"user_id": pl.String, "item_id": pl.String, "timestamp": pl.Int64, "rating": pl.Int64},
     )
 
 
@@ -375,6 +391,7 @@ def _pick(options: tuple[str, ...], u: float) -> str:
 
 def _shape_polygon(shape: str) -> np.ndarray:
     """Unit-radius outline (x, y) centred at 0, y pointing down, as an (n, 2) array."""
+
     def ring(n: int, phase: float, radii: np.ndarray | float = 1.0) -> np.ndarray:
         t = np.deg2rad(phase) + 2 * np.pi * np.arange(n) / n
         return np.column_stack([np.cos(t), np.sin(t)]) * np.asarray(radii).reshape(-1, 1)
@@ -393,8 +410,20 @@ def _shape_polygon(shape: str) -> np.ndarray:
         return ring(6, 0.0)
     if shape == "cross":
         a = 0.32
-        pts = [(-a, -1), (a, -1), (a, -a), (1, -a), (1, a), (a, a),
-               (a, 1), (-a, 1), (-a, a), (-1, a), (-1, -a), (-a, -a)]
+        pts = [
+            (-a, -1),
+            (a, -1),
+            (a, -a),
+            (1, -a),
+            (1, a),
+            (a, a),
+            (a, 1),
+            (-a, 1),
+            (-a, a),
+            (-1, a),
+            (-1, -a),
+            (-a, -a),
+        ]
         return np.array(pts, dtype=np.float64) * 0.95
     if shape == "heart":
         t = np.linspace(0, 2 * np.pi, 48, endpoint=False)
@@ -465,8 +494,12 @@ def render_item_image(
 
 
 def _write_images(
-    out_dir: Path, spec: DemoSpec, items: dict[str, np.ndarray], item_ids: list[str],
-    *, progress: bool,
+    out_dir: Path,
+    spec: DemoSpec,
+    items: dict[str, np.ndarray],
+    item_ids: list[str],
+    *,
+    progress: bool,
 ) -> list[str]:
     """Render all item PNGs (no metadata, so bytes depend only on pixels) and drop stale ones."""
     img_dir = out_dir / "images"
@@ -531,8 +564,7 @@ def _write_readme(out_dir: Path, spec: DemoSpec, stats: dict) -> None:
         "Generated by pipelines/demo_catalog.py; same spec => byte-identical files.",
         "",
         "Files:",
-        "  items.csv         item_id,title,description,category,colour,shape,pattern,price,"
-        "image_path",
+        "  items.csv         item_id,title,description,category,colour,shape,pattern,price,image_path",
         "  images/<id>.png   rendered item image (colour/shape/pattern visible)",
         "  interactions.csv  user_id,item_id,timestamp,rating (sorted by timestamp,user,item)",
         "",
@@ -589,10 +621,14 @@ def generate_demo(out_dir: Path, spec: DemoSpec, *, progress: bool = True) -> di
     stats = _stats(items_df, inter, len(image_paths))
     _write_readme(out_dir, spec, stats)
     logger.info(
-        "demo catalog in %s: %d items, %d users, %d interactions, %d images, "
-        "%d/%d items with interactions",
-        out_dir, stats["n_items"], stats["n_users"], stats["n_interactions"],
-        stats["n_images"], stats["n_items_with_interactions"], stats["n_items"],
+        "demo catalog in %s: %d items, %d users, %d interactions, %d images, %d/%d items with interactions",
+        out_dir,
+        stats["n_items"],
+        stats["n_users"],
+        stats["n_interactions"],
+        stats["n_images"],
+        stats["n_items_with_interactions"],
+        stats["n_items"],
     )
     return stats
 

@@ -40,8 +40,12 @@ REJECTS_DIR = "_rejects"
 
 
 def _reject_row(row: dict[str, Any], rej: Rejected) -> dict[str, Any]:
-    return {"item_idx": row.get("item_idx"), "item_id": row.get("item_id"),
-            "reason": rej.reason, "detail": rej.detail[:500]}
+    return {
+        "item_idx": row.get("item_idx"),
+        "item_id": row.get("item_id"),
+        "reason": rej.reason,
+        "detail": rej.detail[:500],
+    }
 
 
 class PrepareInput(beam.DoFn):
@@ -92,7 +96,8 @@ class EmbedBatch(beam.DoFn):
             for idx, iid, _, _ in batch:
                 self.rejected.inc()
                 yield beam.pvalue.TaggedOutput(
-                    "rejects", {"item_idx": idx, "item_id": iid, "reason": "encoder error", "detail": str(e)[:500]}
+                    "rejects",
+                    {"item_idx": idx, "item_id": iid, "reason": "encoder error", "detail": str(e)[:500]},
                 )
             return
         if hasattr(self.encoder, "token_counts") and self.encoder.modality == "text":
@@ -160,7 +165,9 @@ def extract_feature(
     items_manifest = read_manifest(items_dir)
     kind = spec.get("input", "text")
     if kind not in ("text", "image"):
-        raise ValueError(f"params.yaml extract.features.{name}.input: expected 'text' or 'image', got {kind!r}")
+        raise ValueError(
+            f"params.yaml extract.features.{name}.input: expected 'text' or 'image', got {kind!r}"
+        )
     enc_spec = {k: v for k, v in spec.items() if k not in ("input", "fields")}
     if enc_spec.get("encoder") == "open_clip":
         enc_spec.setdefault("modality", kind)
@@ -178,13 +185,15 @@ def extract_feature(
             prepared = (
                 p
                 | "ReadItems" >> beam.io.ReadFromParquet(str(items_dir / "*.parquet"))
-                | "Prepare" >> beam.ParDo(
+                | "Prepare"
+                >> beam.ParDo(
                     PrepareInput(kind, fields, int(extract_params.get("max_image_pixels", 50_000_000)))
                 ).with_outputs("rejects", main="ok")
             )
             embedded = (
                 prepared.ok
-                | "Batch" >> beam.BatchElements(
+                | "Batch"
+                >> beam.BatchElements(
                     min_batch_size=int(extract_params["min_batch_size"]),
                     max_batch_size=int(extract_params["max_batch_size"]),
                 )
@@ -196,7 +205,8 @@ def extract_feature(
             _ = (
                 (prepared.rejects, embedded.rejects)
                 | "AllRejects" >> beam.Flatten()
-                | "WriteRejects" >> beam.io.WriteToParquet(
+                | "WriteRejects"
+                >> beam.io.WriteToParquet(
                     str(rej_tmp / "part"), schema=schemas.FEATURE_REJECTS, file_name_suffix=".parquet"
                 )
             )
@@ -204,29 +214,44 @@ def extract_feature(
         counts = {k: _count(result, k) for k in ("items_read", "embedded", "rejected", "text_truncated")}
         stats = feature_stats(tmp)
         rejected_rows = sum(pq.ParquetFile(f).metadata.num_rows for f in rej_tmp.glob("*.parquet"))
-        if counts["items_read"] != items_manifest["row_count"] or \
-                counts["items_read"] != stats["rows"] + rejected_rows:
+        if (
+            counts["items_read"] != items_manifest["row_count"]
+            or counts["items_read"] != stats["rows"] + rejected_rows
+        ):
             raise RuntimeError(
                 f"extract {name}: counts not conserved: items {items_manifest['row_count']}, "
                 f"read {counts['items_read']}, embedded rows {stats['rows']}, rejected rows {rejected_rows}"
             )
         manifest = base_manifest(
-            name, schema, stats["rows"],
+            name,
+            schema,
+            stats["rows"],
             **desc,
-            input=kind, fields=fields if kind == "text" else None,
-            counts=counts, stats=stats,
-            inputs={"items": {"row_count": items_manifest["row_count"], "created": items_manifest["created"]}},
+            input=kind,
+            fields=fields if kind == "text" else None,
+            counts=counts,
+            stats=stats,
+            inputs={
+                "items": {"row_count": items_manifest["row_count"], "created": items_manifest["created"]}
+            },
             event_timestamp=event_ts.isoformat(),
-            beam={"runner": extract_params.get("beam", {}).get("runner", "DirectRunner"),
-                  "options": extract_params.get("beam", {}).get("options")},
+            beam={
+                "runner": extract_params.get("beam", {}).get("runner", "DirectRunner"),
+                "options": extract_params.get("beam", {}).get("options"),
+            },
             seconds=round(time.time() - t0, 2),
         )
         write_manifest(tmp, manifest)
         write_manifest(rej_tmp, base_manifest(f"{name}_rejects", schemas.FEATURE_REJECTS, rejected_rows))
     log.info(
         "extract %s: %d items read = %d embedded + %d rejected (%d texts truncated) in %.1fs; weights %s",
-        name, counts["items_read"], counts["embedded"], counts["rejected"], counts["text_truncated"],
-        time.time() - t0, desc["weights"],
+        name,
+        counts["items_read"],
+        counts["embedded"],
+        counts["rejected"],
+        counts["text_truncated"],
+        time.time() - t0,
+        desc["weights"],
     )
     return manifest
 
@@ -246,7 +271,8 @@ def run(params: dict[str, Any], store: Path, extra_beam_args: list[str] | None =
     ex = params["extract"]
     seed = int(params.get("seed", 0))
     return {
-        name: extract_feature(name, spec, store=store, extract_params=ex, seed=seed,
-                              extra_beam_args=extra_beam_args)
+        name: extract_feature(
+            name, spec, store=store, extract_params=ex, seed=seed, extra_beam_args=extra_beam_args
+        )
         for name, spec in ex["features"].items()
     }

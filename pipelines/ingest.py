@@ -56,25 +56,33 @@ def ingest(raw: RawData, *, split: dict[str, Any], seed: int, min_rating: float 
     inter = clean_interactions(raw.interactions, items.accepted.get_column("item_id"), min_rating=min_rating)
 
     item_map = (
-        items.accepted.sort("item_id").with_row_index("item_idx").with_columns(pl.col("item_idx").cast(pl.Int64))
+        items.accepted.sort("item_id")
+        .with_row_index("item_idx")
+        .with_columns(pl.col("item_idx").cast(pl.Int64))
     )
     item_map = resolve_image_paths(item_map, raw.image_root)
     users = (
-        inter.accepted.select("user_id").unique().sort("user_id").with_row_index("user_idx")
+        inter.accepted.select("user_id")
+        .unique()
+        .sort("user_id")
+        .with_row_index("user_idx")
         .with_columns(pl.col("user_idx").cast(pl.Int64))
     )
     joined = (
         inter.accepted.join(users, on="user_id", how="left")
         .join(item_map.select("item_id", "item_idx"), on="item_id", how="left")
         .select(
-            "user_idx", "item_idx",
+            "user_idx",
+            "item_idx",
             pl.col("_ts").cast(pl.Int64).alias("timestamp"),
             pl.col("_rating").cast(pl.Float32).alias("rating"),
         )
     )
     method = split.get("method", "random_ratio")
     if method != "random_ratio":
-        raise ValueError(f"params.yaml ingest.split.method: unknown method {method!r}; expected 'random_ratio'")
+        raise ValueError(
+            f"params.yaml ingest.split.method: unknown method {method!r}; expected 'random_ratio'"
+        )
     split_df = split_random_ratio(
         joined, valid_ratio=float(split["valid_ratio"]), test_ratio=float(split["test_ratio"]), seed=seed
     )
@@ -87,9 +95,7 @@ def ingest(raw: RawData, *, split: dict[str, Any], seed: int, min_rating: float 
             "rejected": inter.rejects.height,
         },
         "users": users.height,
-        "rejects_by_reason": {
-            r: n for r, n in rejects.group_by("reason").len().sort("reason").iter_rows()
-        },
+        "rejects_by_reason": {r: n for r, n in rejects.group_by("reason").len().sort("reason").iter_rows()},
     }
     for name in ("items", "interactions"):
         c = counts[name]
@@ -107,8 +113,12 @@ def ingest(raw: RawData, *, split: dict[str, Any], seed: int, min_rating: float 
 def run(params: dict[str, Any], store: Path, stats_path: Path) -> dict[str, Any]:
     data, ing = params["data"], params["ingest"]
     raw = read_source(data)
-    out = ingest(raw, split=ing["split"], seed=int(ing["split"].get("seed", params.get("seed", 0))),
-                 min_rating=ing.get("min_rating"))
+    out = ingest(
+        raw,
+        split=ing["split"],
+        seed=int(ing["split"].get("seed", params.get("seed", 0))),
+        min_rating=ing.get("min_rating"),
+    )
     inputs = {
         str(p): fingerprint_file(Path(p)) for p in (data["items"], data["interactions"]) if os.path.exists(p)
     }
@@ -116,8 +126,12 @@ def run(params: dict[str, Any], store: Path, stats_path: Path) -> dict[str, Any]
     write_table(store / "items", out["items"].to_arrow(), schemas.ITEMS, **common)
     write_table(store / "users", out["users"].to_arrow(), schemas.USERS, **common)
     write_table(
-        store / "interactions", out["interactions"].to_arrow(), schemas.INTERACTIONS,
-        split=ing["split"], split_stats=out["split_stats"], **common,
+        store / "interactions",
+        out["interactions"].to_arrow(),
+        schemas.INTERACTIONS,
+        split=ing["split"],
+        split_stats=out["split_stats"],
+        **common,
     )
     write_table(store / "rejects", out["rejects"].to_arrow(), schemas.REJECTS, counts=out["counts"], **common)
     summary = {"counts": out["counts"], "split": out["split_stats"]}
@@ -125,8 +139,14 @@ def run(params: dict[str, Any], store: Path, stats_path: Path) -> dict[str, Any]
     stats_path.write_text(json.dumps(summary, indent=2) + "\n")
     c = out["counts"]
     log.info(
-        "ingest: items %d in = %d accepted + %d rejected; interactions %d in = %d accepted + %d rejected; %d users",
-        c["items"]["input"], c["items"]["accepted"], c["items"]["rejected"],
-        c["interactions"]["input"], c["interactions"]["accepted"], c["interactions"]["rejected"], c["users"],
+        "ingest: items %d in = %d accepted + %d rejected; "
+        "interactions %d in = %d accepted + %d rejected; %d users",
+        c["items"]["input"],
+        c["items"]["accepted"],
+        c["items"]["rejected"],
+        c["interactions"]["input"],
+        c["interactions"]["accepted"],
+        c["interactions"]["rejected"],
+        c["users"],
     )
     return summary

@@ -22,8 +22,10 @@ def split_random_ratio(
     n_test = pl.when(n >= 3).then((n * test_ratio).floor().cast(pl.Int64).clip(1, None)).otherwise(0)
     n_valid = pl.when(n >= 3).then((n * valid_ratio).floor().cast(pl.Int64).clip(1, None)).otherwise(0)
     split = (
-        pl.when(rank < n_test).then(pl.lit("test"))
-        .when(rank < n_test + n_valid).then(pl.lit("valid"))
+        pl.when(rank < n_test)
+        .then(pl.lit("test"))
+        .when(rank < n_test + n_valid)
+        .then(pl.lit("valid"))
         .otherwise(pl.lit("train"))
     )
     return keyed.with_columns(split.alias("split")).drop("_key").sort(["user_idx", "item_idx"])

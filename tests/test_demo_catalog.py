@@ -14,7 +14,14 @@ from pipelines.demo_catalog import COLOURS, DemoSpec, generate_demo
 
 SPEC = DemoSpec(n_items=120, n_users=100, n_interactions=2000, image_size=32, seed=7)
 ITEM_COLUMNS = [
-    "item_id", "title", "description", "category", "colour", "shape", "pattern", "price",
+    "item_id",
+    "title",
+    "description",
+    "category",
+    "colour",
+    "shape",
+    "pattern",
+    "price",
     "image_path",
 ]
 INTERACTION_COLUMNS = ["user_id", "item_id", "timestamp", "rating"]
@@ -147,9 +154,11 @@ def test_ratings_are_higher_on_preferred_colour(catalog: tuple[Path, dict]) -> N
     items, inter = _read(catalog[0])
     joined = inter.join(items.select("item_id", "colour"), on="item_id")
     dominant = (
-        joined.group_by("user_id", "colour").len()
+        joined.group_by("user_id", "colour")
+        .len()
         .sort("len", "colour", descending=[True, False])
-        .group_by("user_id", maintain_order=True).first()
+        .group_by("user_id", maintain_order=True)
+        .first()
         .select("user_id", pl.col("colour").alias("dominant"))
     )
     flagged = joined.join(dominant, on="user_id")

@@ -57,9 +57,7 @@ def load_knn(path: Path) -> tuple[np.ndarray, np.ndarray]:
     return t.column("item_idx").to_numpy(), t.column("neighbor_idx").to_numpy()
 
 
-def load_train_data(
-    store: Path, features: list[str] | None = None, graphs: Path | None = None
-) -> TrainData:
+def load_train_data(store: Path, features: list[str] | None = None, graphs: Path | None = None) -> TrainData:
     """Everything a model needs; features and graphs by name from the store."""
     n_users, n_items, splits = load_interactions(store)
     data = TrainData(n_users=n_users, n_items=n_items, **splits)

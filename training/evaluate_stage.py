@@ -32,8 +32,9 @@ def load_model(models_dir: Path, name: str, data: Any) -> tuple[torch.nn.Module,
     return model, ckpt
 
 
-def run(params: dict[str, Any], store: Path, graphs: Path, models_dir: Path, out_metrics: Path,
-        per_user_dir: Path) -> dict[str, Any]:
+def run(
+    params: dict[str, Any], store: Path, graphs: Path, models_dir: Path, out_metrics: Path, per_user_dir: Path
+) -> dict[str, Any]:
     ks = list(params["evaluate"]["ks"])
     chunk = int(params["evaluate"]["chunk_size"])
     names = list(params["train"]["models"])
@@ -46,18 +47,22 @@ def run(params: dict[str, Any], store: Path, graphs: Path, models_dir: Path, out
         model, ckpt = load_model(models_dir, name, data)
         with torch.no_grad():
             ue, ie = model.embeddings()
-        test, per_user, users = evaluate(ue, ie, data.test, data.train, data.n_users, ks, chunk,
-                                         return_per_user=True)
+        test, per_user, users = evaluate(
+            ue, ie, data.test, data.train, data.n_users, ks, chunk, return_per_user=True
+        )
         valid = evaluate(ue, ie, data.valid, data.train, data.n_users, ks, chunk)
         results[name] = {
             "test": {k: round(v, 6) if isinstance(v, float) else v for k, v in test.items()},
             "valid": {k: round(v, 6) if isinstance(v, float) else v for k, v in valid.items()},
             "best_epoch": ckpt["best_epoch"],
         }
-        pq.write_table(pa.table({"user_idx": users, **{k: v.astype(np.float32) for k, v in per_user.items()}}),
-                       per_user_dir / f"{name}.parquet")
-        log.info("evaluate %s: test %s", name,
-                 ", ".join(f"{k}={v:.4f}" for k, v in test.items() if k != "users"))
+        pq.write_table(
+            pa.table({"user_idx": users, **{k: v.astype(np.float32) for k, v in per_user.items()}}),
+            per_user_dir / f"{name}.parquet",
+        )
+        log.info(
+            "evaluate %s: test %s", name, ", ".join(f"{k}={v:.4f}" for k, v in test.items() if k != "users")
+        )
     out_metrics.parent.mkdir(parents=True, exist_ok=True)
     out_metrics.write_text(json.dumps(results, indent=2) + "\n")
     return results

@@ -58,7 +58,11 @@ def run(params: dict[str, Any], store: Path, out: Path) -> dict[str, Any]:
         path = store / "features" / name
         matrix, present = read_embedding_matrix(path, n_items)
         rows, cols, sims = knn_chunked(
-            matrix, int(g["k"]), chunk_size=int(g["chunk_size"]), self_loops=bool(g["self_loops"]), progress=True
+            matrix,
+            int(g["k"]),
+            chunk_size=int(g["chunk_size"]),
+            self_loops=bool(g["self_loops"]),
+            progress=True,
         )
         k_eff = len(cols) // max(1, n_items)
         table = pa.table(
@@ -70,8 +74,13 @@ def run(params: dict[str, Any], store: Path, out: Path) -> dict[str, Any]:
             }
         )
         manifest = write_table(
-            out / name, table, schemas.GRAPH_EDGES,
-            feature=name, k=k_eff, self_loops=bool(g["self_loops"]), similarity="cosine",
+            out / name,
+            table,
+            schemas.GRAPH_EDGES,
+            feature=name,
+            k=k_eff,
+            self_loops=bool(g["self_loops"]),
+            similarity="cosine",
             items_without_feature=int((~present).sum()),
             source_manifest={"encoder_id": read_manifest(path).get("encoder_id")},
         )

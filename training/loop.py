@@ -37,6 +37,7 @@ class TrainConfig:
     valid_metric: str = "recall@20"
     ks: tuple[int, ...] = (10, 20)
     eval_chunk_size: int = 2048
+    report_every: int = 10
     seed: int = 42
 
     @classmethod
@@ -47,8 +48,21 @@ class TrainConfig:
             hparams=dict(train_params.get(model) or {}),
             ks=tuple(ks),
             seed=int(train_params.get("seed", 42)),
-            **{k: common[k] for k in ("epochs", "batch_size", "lr", "weight_decay", "patience",
-                                      "eval_every", "valid_metric", "eval_chunk_size") if k in common},
+            **{
+                k: common[k]
+                for k in (
+                    "epochs",
+                    "batch_size",
+                    "lr",
+                    "weight_decay",
+                    "patience",
+                    "eval_every",
+                    "valid_metric",
+                    "eval_chunk_size",
+                    "report_every",
+                )
+                if k in common
+            },
         )
 
 
@@ -123,8 +137,11 @@ def train(cfg: TrainConfig, data: TrainData, ctx: WorkerContext) -> dict[str, An
             total += float(loss.detach())
             batches += 1
         train_s = time.time() - t0
-        row: dict[str, Any] = {"epoch": epoch, "loss": _mean_across(total / max(1, batches), ctx.world_size),
-                               "train_seconds": round(train_s, 4)}
+        row: dict[str, Any] = {
+            "epoch": epoch,
+            "loss": _mean_across(total / max(1, batches), ctx.world_size),
+            "train_seconds": round(train_s, 4),
+        }
         stop = False
         state = None
         if (epoch + 1) % cfg.eval_every == 0:
@@ -145,14 +162,27 @@ def train(cfg: TrainConfig, data: TrainData, ctx: WorkerContext) -> dict[str, An
         row["seconds"] = round(time.time() - t0, 4)
         history.append(row)
         if ctx.rank == 0:
-            log.info("%s epoch %d loss %.4f %s=%s (%.2fs)", cfg.model, epoch, row["loss"], cfg.valid_metric,
-                     row.get(f"valid_{cfg.valid_metric}", "-"), row["seconds"])
+            log.info(
+                "%s epoch %d loss %.4f %s=%s (%.2fs)",
+                cfg.model,
+                epoch,
+                row["loss"],
+                cfg.valid_metric,
+                row.get(f"valid_{cfg.valid_metric}", "-"),
+                row["seconds"],
+            )
         last = stop or epoch == cfg.epochs - 1
         if last and ctx.rank == 0:
-            state = {"model_state": best_state if best_state is not None else model.state_dict(),
-                     "best_epoch": best_epoch, "best_valid": best_score, "history": history,
-                     "config": cfg.__dict__}
-        ctx.report({**row, "best_valid": best_score, "best_epoch": best_epoch, "done": last}, state)
+            state = {
+                "model_state": best_state if best_state is not None else model.state_dict(),
+                "best_epoch": best_epoch,
+                "best_valid": best_score,
+                "history": history,
+                "config": cfg.__dict__,
+            }
+        # Reporting to Ray costs a round trip: do it every ``report_every`` epochs and at the end.
+        if last or (epoch + 1) % cfg.report_every == 0:
+            ctx.report({**row, "best_valid": best_score, "best_epoch": best_epoch, "done": last}, state)
         if stop:
             break
     return {"best_epoch": best_epoch, "best_valid": best_score, "epochs_run": len(history)}

@@ -59,7 +59,9 @@ def topk_items(
     return out
 
 
-def per_user_metrics(top: np.ndarray, truth: Csr, users: np.ndarray, ks: Sequence[int]) -> dict[str, np.ndarray]:
+def per_user_metrics(
+    top: np.ndarray, truth: Csr, users: np.ndarray, ks: Sequence[int]
+) -> dict[str, np.ndarray]:
     """Per-user Recall/NDCG/Precision/MAP/HitRate at each K (binary relevance)."""
     n_items = int(max(top.max(initial=0), truth.indices.max(initial=0))) + 1
     row, item = truth.rows(users)

@@ -61,8 +61,11 @@ def ensure_ray(ray_params: dict[str, Any]) -> None:
         ray.init(address=address, log_to_driver=True)
         log.info("connected to Ray cluster at %s", address)
     else:
-        ray.init(num_cpus=int(ray_params.get("num_cpus") or os.cpu_count() or 2),
-                 include_dashboard=False, log_to_driver=True)
+        ray.init(
+            num_cpus=int(ray_params.get("num_cpus") or os.cpu_count() or 2),
+            include_dashboard=False,
+            log_to_driver=True,
+        )
 
 
 def fit(
@@ -86,11 +89,17 @@ def fit(
     trainer = TorchTrainer(
         worker_loop,
         train_loop_config={
-            "cfg": cfg.__dict__, "store": str(store.resolve()), "features": features,
-            "graphs": str(graphs.resolve()), "threads": threads,
+            "cfg": cfg.__dict__,
+            "store": str(store.resolve()),
+            "features": features,
+            "graphs": str(graphs.resolve()),
+            "threads": threads,
         },
-        scaling_config=ScalingConfig(num_workers=workers, use_gpu=False,
-                                     resources_per_worker={"CPU": float(ray_params.get("cpus_per_worker", 1))}),
+        scaling_config=ScalingConfig(
+            num_workers=workers,
+            use_gpu=False,
+            resources_per_worker={"CPU": float(ray_params.get("cpus_per_worker", 1))},
+        ),
         run_config=RunConfig(
             name=f"{cfg.model}",
             storage_path=storage,

@@ -45,30 +45,56 @@ def _curves_png(curves_dir: Path) -> str | None:
     return base64.b64encode(buf.getvalue()).decode()
 
 
-def render(params: dict[str, Any], store: Path, metrics_path: Path, validation_dir: Path,
-           curves_dir: Path, ingest_stats: Path, train_summary: Path) -> str:
+def render(
+    params: dict[str, Any],
+    store: Path,
+    metrics_path: Path,
+    validation_dir: Path,
+    curves_dir: Path,
+    ingest_stats: Path,
+    train_summary: Path,
+) -> str:
     metrics = json.loads(metrics_path.read_text())
     ingest = json.loads(ingest_stats.read_text())
     validation = json.loads((validation_dir / "summary.json").read_text())
     trained = json.loads(train_summary.read_text())
     ks = params["evaluate"]["ks"]
     cols = [f"{m}@{k}" for k in ks for m in ("recall", "ndcg", "precision", "map")]
-    model_rows = [[name] + [m["test"].get(c, "") for c in cols] + [m["best_epoch"],
-                  trained.get(name, {}).get("seconds_per_epoch", "")] for name, m in metrics.items()]
-    split_rows = [[s, v["users"], v["items"], v["interactions"], v["density"], v["cold_items"]]
-                  for s, v in ingest["split"].items()]
+    model_rows = [
+        [name]
+        + [m["test"].get(c, "") for c in cols]
+        + [m["best_epoch"], trained.get(name, {}).get("seconds_per_epoch", "")]
+        for name, m in metrics.items()
+    ]
+    split_rows = [
+        [s, v["users"], v["items"], v["interactions"], v["density"], v["cold_items"]]
+        for s, v in ingest["split"].items()
+    ]
     c = ingest["counts"]
     feat_rows, warnings = [], []
     for name in params["extract"]["features"]:
         m = read_manifest(store / "features" / name)
-        feat_rows.append([name, m.get("encoder"), m.get("weights"), m.get("dim"), m.get("normalized"),
-                          m["counts"]["embedded"], m["counts"]["rejected"]])
+        feat_rows.append(
+            [
+                name,
+                m.get("encoder"),
+                m.get("weights"),
+                m.get("dim"),
+                m.get("normalized"),
+                m["counts"]["embedded"],
+                m["counts"]["rejected"],
+            ]
+        )
         if m.get("random_weights"):
-            warnings.append(f"Feature <b>{html.escape(name)}</b> was produced with RANDOMLY INITIALISED "
-                            f"weights ({html.escape(str(m.get('weights')))}): its vectors carry no pretrained "
-                            "semantics. Give a pretrained tag or checkpoint path for real use.")
-    val_rows = [[t, v["rows"], v["expectations"], v["failed"], "pass" if v["success"] else "FAIL"]
-                for t, v in validation["tables"].items()]
+            warnings.append(
+                f"Feature <b>{html.escape(name)}</b> was produced with RANDOMLY INITIALISED "
+                f"weights ({html.escape(str(m.get('weights')))}): its vectors carry no pretrained "
+                "semantics. Give a pretrained tag or checkpoint path for real use."
+            )
+    val_rows = [
+        [t, v["rows"], v["expectations"], v["failed"], "pass" if v["success"] else "FAIL"]
+        for t, v in validation["tables"].items()
+    ]
     png = _curves_png(curves_dir)
     img = f'<img src="data:image/png;base64,{png}">' if png else ""
     warn = "".join(f'<p class="warn">{w}</p>' for w in warnings)
@@ -80,9 +106,9 @@ text-align:right}} .warn{{background:#fec;padding:6px;border-left:4px solid #e80
 {_table(["model"] + cols + ["best epoch", "s/epoch"], model_rows)}
 <h2>Training curves</h2>{img}
 <h2>Dataset</h2>
-<p>items: {c['items']['input']} in, {c['items']['accepted']} accepted, {c['items']['rejected']} rejected;
-interactions: {c['interactions']['input']} in, {c['interactions']['accepted']} accepted,
-{c['interactions']['rejected']} rejected; users: {c['users']}.</p>
+<p>items: {c["items"]["input"]} in, {c["items"]["accepted"]} accepted, {c["items"]["rejected"]} rejected;
+interactions: {c["interactions"]["input"]} in, {c["interactions"]["accepted"]} accepted,
+{c["interactions"]["rejected"]} rejected; users: {c["users"]}.</p>
 {_table(["split", "users", "items", "interactions", "density", "cold items"], split_rows)}
 <h2>Features</h2>
 {_table(["feature", "encoder", "weights", "dim", "L2-normalised", "embedded", "rejected"], feat_rows)}

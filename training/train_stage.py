@@ -17,9 +17,7 @@ from training.models.base import model_class
 log = logging.getLogger(__name__)
 
 
-def train_one(
-    name: str, params: dict[str, Any], store: Path, graphs: Path
-) -> dict[str, Any]:
+def train_one(name: str, params: dict[str, Any], store: Path, graphs: Path) -> dict[str, Any]:
     tp = params["train"]
     cfg = TrainConfig.from_params(name, tp, params["evaluate"]["ks"])
     features = list(params["extract"]["features"]) if model_class(name).needs_features else []
@@ -27,8 +25,14 @@ def train_one(
     if backend == "ray":
         from training.ray_train import fit
 
-        return fit(cfg, store=store, features=features, graphs=graphs,
-                   workers=int(tp["workers"]), ray_params=tp.get("ray", {}))
+        return fit(
+            cfg,
+            store=store,
+            features=features,
+            graphs=graphs,
+            workers=int(tp["workers"]),
+            ray_params=tp.get("ray", {}),
+        )
     if backend != "local":
         raise ValueError(f"params.yaml train.backend: expected 'ray' or 'local', got {backend!r}")
     data = load_train_data(store, features, graphs)
@@ -38,7 +42,9 @@ def train_one(
     return ctx.final_state
 
 
-def run(params: dict[str, Any], store: Path, graphs: Path, models_dir: Path, curves_dir: Path) -> dict[str, Any]:
+def run(
+    params: dict[str, Any], store: Path, graphs: Path, models_dir: Path, curves_dir: Path
+) -> dict[str, Any]:
     summary = {}
     curves_dir.mkdir(parents=True, exist_ok=True)
     for name in params["train"]["models"]:
@@ -47,19 +53,41 @@ def run(params: dict[str, Any], store: Path, graphs: Path, models_dir: Path, cur
         state = train_one(name, params, store, graphs)
         out = models_dir / name
         out.mkdir(parents=True, exist_ok=True)
-        torch.save({"model_state": state["model_state"], "config": state["config"],
-                    "best_epoch": state["best_epoch"], "best_valid": state["best_valid"]}, out / "model.pt")
+        torch.save(
+            {
+                "model_state": state["model_state"],
+                "config": state["config"],
+                "best_epoch": state["best_epoch"],
+                "best_valid": state["best_valid"],
+            },
+            out / "model.pt",
+        )
         history = state["history"]
         (out / "history.json").write_text(json.dumps(history, indent=1) + "\n")
-        (curves_dir / f"{name}.json").write_text(json.dumps(
-            [{"epoch": r["epoch"], "loss": r["loss"],
-              "valid_recall@20": r.get("valid_recall@20")} for r in history], indent=1) + "\n")
+        (curves_dir / f"{name}.json").write_text(
+            json.dumps(
+                [
+                    {"epoch": r["epoch"], "loss": r["loss"], "valid_recall@20": r.get("valid_recall@20")}
+                    for r in history
+                ],
+                indent=1,
+            )
+            + "\n"
+        )
         epochs = len(history)
         summary[name] = {
-            "best_epoch": state["best_epoch"], "best_valid": state["best_valid"], "epochs": epochs,
+            "best_epoch": state["best_epoch"],
+            "best_valid": state["best_valid"],
+            "epochs": epochs,
             "seconds": round(time.time() - t0, 1),
             "seconds_per_epoch": round(sum(r["train_seconds"] for r in history) / max(1, epochs), 4),
         }
-        log.info("train %s: best valid %.4f at epoch %d of %d (%.1fs)", name, state["best_valid"],
-                 state["best_epoch"], epochs, time.time() - t0)
+        log.info(
+            "train %s: best valid %.4f at epoch %d of %d (%.1fs)",
+            name,
+            state["best_valid"],
+            state["best_epoch"],
+            epochs,
+            time.time() - t0,
+        )
     return summary

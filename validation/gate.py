@@ -20,8 +20,9 @@ class ValidationFailed(PlatformError, RuntimeError):
     """At least one expectation failed; the message names table, expectation and sample."""
 
 
-def run_suites(store: Path, params: dict[str, Any], features: list[str] | None = None,
-               graphs: Path | None = None) -> list[TableOutcome]:
+def run_suites(
+    store: Path, params: dict[str, Any], features: list[str] | None = None, graphs: Path | None = None
+) -> list[TableOutcome]:
     th = params["validate"]
     seed = int(params.get("seed", 0))
     outcomes: list[TableOutcome] = []
@@ -29,12 +30,20 @@ def run_suites(store: Path, params: dict[str, Any], features: list[str] | None =
         ("interactions", lambda: interactions_suite(store, th)),
         ("items", lambda: items_suite(store, th)),
     ]
-    feats = features if features is not None else sorted(
-        p.name for p in (store / "features").iterdir() if p.is_dir() and not p.name.startswith("_")
-    ) if (store / "features").exists() else []
+    feats = (
+        features
+        if features is not None
+        else sorted(
+            p.name for p in (store / "features").iterdir() if p.is_dir() and not p.name.startswith("_")
+        )
+        if (store / "features").exists()
+        else []
+    )
     for name in feats:
         th_f = {**th, **((th.get("feature_overrides") or {}).get(name) or {})}
-        plans.append((f"features/{name}", lambda name=name, th_f=th_f: feature_suite(store, name, th_f, seed)))
+        plans.append(
+            (f"features/{name}", lambda name=name, th_f=th_f: feature_suite(store, name, th_f, seed))
+        )
     if graphs is not None and graphs.exists():
         for g in sorted(p for p in graphs.iterdir() if p.is_dir() and not p.name.startswith(".")):
             plans.append((f"graphs/{g.name}", lambda g=g: graph_suite(g, th)))
@@ -43,8 +52,13 @@ def run_suites(store: Path, params: dict[str, Any], features: list[str] | None =
         id_col = notes.pop("id_column", None)
         outcome = validate_frame(table, df, exps, id_column=id_col, notes=notes)
         outcomes.append(outcome)
-        log.info("validate %s: %d rows, %d expectations, %s", table, outcome.rows, len(exps),
-                 "passed" if outcome.success else f"FAILED {len(outcome.failures)}")
+        log.info(
+            "validate %s: %d rows, %d expectations, %s",
+            table,
+            outcome.rows,
+            len(exps),
+            "passed" if outcome.success else f"FAILED {len(outcome.failures)}",
+        )
     return outcomes
 
 
@@ -63,12 +77,22 @@ def write_report(outcomes: list[TableOutcome], out_dir: Path) -> dict[str, Any]:
     out_dir.mkdir(parents=True, exist_ok=True)
     summary = {
         "success": all(o.success for o in outcomes),
-        "tables": {o.table: {"rows": o.rows, "success": o.success, "expectations": len(o.expectations),
-                             "failed": len(o.failures), "notes": o.notes} for o in outcomes},
+        "tables": {
+            o.table: {
+                "rows": o.rows,
+                "success": o.success,
+                "expectations": len(o.expectations),
+                "failed": len(o.failures),
+                "notes": o.notes,
+            }
+            for o in outcomes
+        },
         "failures": failure_summary(outcomes).splitlines(),
     }
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
-    (out_dir / "results.json").write_text(json.dumps([asdict(o) for o in outcomes], indent=1, default=str) + "\n")
+    (out_dir / "results.json").write_text(
+        json.dumps([asdict(o) for o in outcomes], indent=1, default=str) + "\n"
+    )
     rows = []
     for o in outcomes:
         for e in o.expectations:
@@ -82,9 +106,9 @@ def write_report(outcomes: list[TableOutcome], out_dir: Path) -> dict[str, Any]:
     page = f"""<!doctype html><meta charset=utf-8><title>Validation report</title>
 <style>body{{font-family:sans-serif}} td,th{{padding:2px 8px;border-bottom:1px solid #ddd}}
 .bad{{background:#fdd}} .ok{{background:#efe}}</style>
-<h1>Validation: {'passed' if summary['success'] else 'FAILED'}</h1>
+<h1>Validation: {"passed" if summary["success"] else "FAILED"}</h1>
 <table><tr><th>table</th><th>expectation</th><th>column</th><th>result</th><th>observed</th>
-<th>unexpected</th><th>sample</th></tr>{''.join(rows)}</table>"""
+<th>unexpected</th><th>sample</th></tr>{"".join(rows)}</table>"""
     (out_dir / "index.html").write_text(page)
     return summary
 

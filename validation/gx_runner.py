@@ -70,8 +70,13 @@ def _plain(v: Any) -> Any:
 
 
 def validate_frame(
-    table: str, df: pd.DataFrame, expectations: list[Any], *, id_column: str | None = None,
-    sample_size: int = 5, notes: dict[str, Any] | None = None,
+    table: str,
+    df: pd.DataFrame,
+    expectations: list[Any],
+    *,
+    id_column: str | None = None,
+    sample_size: int = 5,
+    notes: dict[str, Any] | None = None,
 ) -> TableOutcome:
     """Run ``expectations`` (GX expectation objects) over ``df``; failing ids are sampled."""
     ctx = context()
@@ -93,14 +98,17 @@ def validate_frame(
         sample = [_plain(x.get(id_column)) if isinstance(x, dict) else _plain(x) for x in idx[:sample_size]]
         if not sample:
             sample = _plain(list(r.result.get("partial_unexpected_list") or [])[:sample_size])
-        outcomes.append(ExpectationOutcome(
-            expectation=r.expectation_config.type,
-            column=kw.get("column"),
-            kwargs=kw,
-            success=bool(r.success),
-            observed=_plain(r.result.get("observed_value")),
-            unexpected_count=_plain(r.result.get("unexpected_count")),
-            sample=sample,
-        ))
-    return TableOutcome(table=table, rows=len(df), success=bool(res.success), expectations=outcomes,
-                        notes=notes or {})
+        outcomes.append(
+            ExpectationOutcome(
+                expectation=r.expectation_config.type,
+                column=kw.get("column"),
+                kwargs=kw,
+                success=bool(r.success),
+                observed=_plain(r.result.get("observed_value")),
+                unexpected_count=_plain(r.result.get("unexpected_count")),
+                sample=sample,
+            )
+        )
+    return TableOutcome(
+        table=table, rows=len(df), success=bool(res.success), expectations=outcomes, notes=notes or {}
+    )

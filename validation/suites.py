@@ -39,8 +39,9 @@ def interactions_suite(store: Path, th: dict[str, Any]) -> Suite:
         # and no pair shared between splits (a leaked split).
         gxe.ExpectCompoundColumnsToBeUnique(column_list=["user_idx", "item_idx"]),
         gxe.ExpectColumnValuesToBeInSet(column="user_in_train", value_set=[True]),
-        gxe.ExpectColumnValuesToBeInSet(column="item_in_train", value_set=[True],
-                                        mostly=1.0 - float(th["max_cold_item_share"])),
+        gxe.ExpectColumnValuesToBeInSet(
+            column="item_in_train", value_set=[True], mostly=1.0 - float(th["max_cold_item_share"])
+        ),
         gxe.ExpectTableRowCountToBeBetween(min_value=1),
     ]
     return df, exps, {"id_column": "pair", "cold_item_rows": cold_items}
@@ -55,9 +56,12 @@ def items_suite(store: Path, th: dict[str, Any]) -> Suite:
         gxe.ExpectColumnValuesToBeUnique(column="item_id"),
         gxe.ExpectColumnValuesToBeUnique(column="item_idx"),
         gxe.ExpectColumnValuesToBeBetween(column="item_idx", min_value=0, max_value=max(0, len(df) - 1)),
-        gxe.ExpectColumnValuesToBeInSet(column="has_text", value_set=[True], mostly=float(th["min_text_share"])),
-        gxe.ExpectColumnValuesToBeInSet(column="image_exists", value_set=[True],
-                                        mostly=float(th["min_image_share"])),
+        gxe.ExpectColumnValuesToBeInSet(
+            column="has_text", value_set=[True], mostly=float(th["min_text_share"])
+        ),
+        gxe.ExpectColumnValuesToBeInSet(
+            column="image_exists", value_set=[True], mostly=float(th["min_image_share"])
+        ),
     ]
     return df, exps, {"id_column": "item_id"}
 
@@ -80,15 +84,17 @@ def feature_frame(path: Path, sample_pairs: int, seed: int) -> tuple[pd.DataFram
         other = (rows + rng.integers(1, n, len(rows))) % n
         unit = safe / np.maximum(norms, 1e-12)[:, None]
         pair_cos[rows] = (unit[rows] * unit[other]).sum(1)
-    df = pd.DataFrame({
-        "item_idx": table.column("item_idx").to_numpy(),
-        "item_id": table.column("item_id").to_pylist(),
-        "norm": norms,
-        "nonfinite": (~finite).sum(1),
-        "dim": np.full(n, emb.shape[1] if n else embedding_dim(table.schema)),
-        "duplicate_vector": counts[inverse] > 1 if n else np.zeros(0, bool),
-        "pair_cosine": pair_cos,
-    })
+    df = pd.DataFrame(
+        {
+            "item_idx": table.column("item_idx").to_numpy(),
+            "item_id": table.column("item_id").to_pylist(),
+            "norm": norms,
+            "nonfinite": (~finite).sum(1),
+            "dim": np.full(n, emb.shape[1] if n else embedding_dim(table.schema)),
+            "duplicate_vector": counts[inverse] > 1 if n else np.zeros(0, bool),
+            "pair_cosine": pair_cos,
+        }
+    )
     return df, manifest
 
 
@@ -106,14 +112,23 @@ def feature_suite(store: Path, name: str, th: dict[str, Any], seed: int) -> Suit
         gxe.ExpectColumnValuesToBeInSet(column="dim", value_set=[int(manifest["dim"])]),
         gxe.ExpectColumnValuesToBeInSet(column="nonfinite", value_set=[0]),
         gxe.ExpectColumnValuesToBeBetween(column="norm", min_value=float(th["min_norm"]), strict_min=True),
-        gxe.ExpectColumnValuesToBeInSet(column="duplicate_vector", value_set=[False],
-                                        mostly=1.0 - float(th["max_duplicate_share"])),
+        gxe.ExpectColumnValuesToBeInSet(
+            column="duplicate_vector", value_set=[False], mostly=1.0 - float(th["max_duplicate_share"])
+        ),
         gxe.ExpectColumnMeanToBeBetween(column="pair_cosine", max_value=float(th["max_mean_pair_cosine"])),
     ]
     if manifest.get("normalized"):
         exps.append(gxe.ExpectColumnValuesToBeBetween(column="norm", min_value=1 - tol, max_value=1 + tol))
-    return df, exps, {"id_column": "item_id", "encoder_id": manifest.get("encoder_id"),
-                      "weights": manifest.get("weights"), "random_weights": manifest.get("random_weights")}
+    return (
+        df,
+        exps,
+        {
+            "id_column": "item_id",
+            "encoder_id": manifest.get("encoder_id"),
+            "weights": manifest.get("weights"),
+            "random_weights": manifest.get("random_weights"),
+        },
+    )
 
 
 def graph_suite(path: Path, th: dict[str, Any]) -> Suite:

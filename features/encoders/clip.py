@@ -17,7 +17,7 @@ PREPROCESS_VERSION = "oc-1"
 
 
 def load_open_clip(
-    model: str, pretrained: str | None, allow_random_init: bool, seed: int
+    model: str, pretrained: str | None, allow_random_init: bool, seed: int, model_config: str | None = None
 ) -> tuple[Any, Any, Any, str]:
     """(model, image preprocess, tokenizer, weights description).
 
@@ -29,6 +29,13 @@ def load_open_clip(
     import open_clip
     import torch
 
+    if model_config:
+        # A custom architecture: a JSON config (or a folder of them) named after the model.
+        if not Path(model_config).exists():
+            raise EncoderError(f"open_clip: model_config {model_config!r} does not exist")
+        open_clip.add_model_config(model_config)
+    if model not in open_clip.list_models():
+        raise EncoderError(f"open_clip: unknown architecture {model!r}; e.g. {open_clip.list_models()[:5]}")
     weights = "random-init"
     net = preprocess = None
     if pretrained:
@@ -43,11 +50,15 @@ def load_open_clip(
                     f"open_clip {model}: cannot load pretrained weights {pretrained!r}: {e}. "
                     "Give a local checkpoint path, or set allow_random_init: true for a demo."
                 ) from e
-            log.warning("open_clip %s: weights %r unavailable (%s); using RANDOM weights", model, pretrained, e)
+            log.warning(
+                "open_clip %s: weights %r unavailable (%s); using RANDOM weights", model, pretrained, e
+            )
             weights = f"random-init(seed={seed}; '{pretrained}' unavailable offline)"
     if net is None:
         if not allow_random_init:
-            raise EncoderError(f"open_clip {model}: no pretrained weights given and allow_random_init is false")
+            raise EncoderError(
+                f"open_clip {model}: no pretrained weights given and allow_random_init is false"
+            )
         torch.manual_seed(seed)
         net, _, preprocess = open_clip.create_model_and_transforms(model, pretrained=None)
         if not weights.startswith("random-init("):
@@ -66,6 +77,7 @@ class _OpenClipBase(Encoder):
         seed: int = 0,
         normalize: bool = True,
         device: str = "cpu",
+        model_config: str | None = None,
     ) -> None:
         import torch
 
@@ -73,13 +85,16 @@ class _OpenClipBase(Encoder):
         self.model_name = model
         self.pretrained = pretrained
         self._net, self._preprocess, self._tokenizer, self.weights = load_open_clip(
-            model, pretrained, allow_random_init, seed
+            model, pretrained, allow_random_init, seed, model_config
         )
         self.device = device
         self._net.to(device)
         self.normalized = normalize
-        self.dim = int(self._net.text_projection.shape[1]) if hasattr(self._net, "text_projection") and \
-            self._net.text_projection is not None else int(self._probe_dim())
+        self.dim = (
+            int(self._net.text_projection.shape[1])
+            if hasattr(self._net, "text_projection") and self._net.text_projection is not None
+            else int(self._probe_dim())
+        )
 
     def _probe_dim(self) -> int:
         return int(self._net.visual.output_dim)

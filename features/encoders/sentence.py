@@ -78,7 +78,8 @@ class SentenceTransformerEncoder(Encoder):
 
     @property
     def id(self) -> str:
-        return f"sentence-transformers:{self.model_name}:{self.weights}:len{self.max_seq_length}:{PREPROCESS_VERSION}"
+        parts = (self.model_name, self.weights, f"len{self.max_seq_length}", PREPROCESS_VERSION)
+        return "sentence-transformers:" + ":".join(parts)
 
     def token_counts(self, texts: Sequence[str]) -> np.ndarray:
         """Token counts before truncation, to record which texts were cut."""

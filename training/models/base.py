@@ -33,8 +33,9 @@ class Recommender(nn.Module):
         super().__init__()
         unknown = sorted(set(hp) - set(self.defaults))
         if unknown:
-            raise ModelError(f"model {self.name!r}: unknown hyper-parameter(s) {unknown}; "
-                             f"it takes {sorted(self.defaults)}")
+            raise ModelError(
+                f"model {self.name!r}: unknown hyper-parameter(s) {unknown}; it takes {sorted(self.defaults)}"
+            )
         self.hp = {**self.defaults, **hp}
         self.n_users, self.n_items = data.n_users, data.n_items
         if self.needs_features and not data.features:

@@ -18,7 +18,7 @@ from torch import nn
 from training.data import TrainData
 from training.graph import knn_chunked
 from training.models.base import Recommender, bpr_loss, register
-from training.sparse import knn_adjacency, propagate_mean, sym_norm_values
+from training.sparse import knn_adjacency, propagate_mean, spmm, sym_norm_values, transpose_csr
 
 
 def prune_edges(
@@ -40,7 +40,7 @@ class FREEDOM(Recommender):
         "reg_weight": 1e-4,
         "knn_k": 10,
         "feature_weights": None,  # {feature name: weight}; default: equal
-        "train_features": True,   # fine-tune the raw feature tables (as the reference does)
+        "train_features": True,  # fine-tune the raw feature tables (as the reference does)
     }
     needs_features = True
 
@@ -54,11 +54,14 @@ class FREEDOM(Recommender):
         names = sorted(data.features)
         self.feature_names = names
         self.feats = nn.ParameterList(
-            nn.Parameter(torch.from_numpy(data.features[n].copy()), requires_grad=bool(self.hp["train_features"]))
+            nn.Parameter(
+                torch.from_numpy(data.features[n].copy()), requires_grad=bool(self.hp["train_features"])
+            )
             for n in names
         )
         self.proj = nn.ModuleList(nn.Linear(data.features[n].shape[1], d) for n in names)
         self.mm_adj = self._item_graph(data, names)
+        self.mm_adj_t = transpose_csr(self.mm_adj)
         # User-item edges and their degree-sensitive sampling weights (full graph).
         self.ui_users, self.ui_items = data.train.users, data.train.items
         self.edge_weights = sym_norm_values(self.ui_users, self.ui_items, self.n_users, self.n_items)
@@ -85,7 +88,7 @@ class FREEDOM(Recommender):
         n = self.n_users + self.n_items
         idx = torch.from_numpy(np.stack([r, c]))
         v = torch.from_numpy(np.concatenate([vals, vals]))
-        return torch.sparse_coo_tensor(idx, v, (n, n)).coalesce().to_sparse_csr()
+        return torch.sparse_coo_tensor(idx, v, (n, n), check_invariants=False).coalesce().to_sparse_csr()
 
     def pre_epoch(self, rng: np.random.Generator) -> None:
         dropout = float(self.hp["dropout"])
@@ -98,7 +101,7 @@ class FREEDOM(Recommender):
     def propagate(self, adj: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         h = self.item_emb.weight
         for _ in range(int(self.hp["n_mm_layers"])):
-            h = torch.sparse.mm(self.mm_adj, h)
+            h = spmm(self.mm_adj, h, self.mm_adj_t)
         ego = torch.cat([self.user_emb.weight, self.item_emb.weight])
         out = propagate_mean(adj, ego, int(self.hp["n_layers"]))
         return out[: self.n_users], out[self.n_users :] + h
@@ -108,8 +111,15 @@ class FREEDOM(Recommender):
         u = u_all[users]
         loss = bpr_loss((u * i_all[pos]).sum(-1), (u * i_all[neg]).sum(-1))
         side = 0.0
+        # Project the whole table when the batch touches more rows than it has (cheaper
+        # forward, and the index backward then runs on d-dim rows instead of feature rows).
+        whole = 2 * len(pos) >= self.n_items
         for feat, proj in zip(self.feats, self.proj, strict=True):
-            fp, fn = proj(feat[pos]), proj(feat[neg])
+            if whole:
+                projected = proj(feat)
+                fp, fn = projected[pos], projected[neg]
+            else:
+                fp, fn = proj(feat[pos]), proj(feat[neg])
             side = side + bpr_loss((u * fp).sum(-1), (u * fn).sum(-1))
         return loss + self.hp["reg_weight"] * side
 

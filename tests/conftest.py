@@ -1,0 +1,64 @@
+"""Shared fixtures: one local Ray per session and one tiny store built by the real stages."""
+
+from __future__ import annotations
+
+import copy
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY_CLIP = str(ROOT / "tests" / "fixtures" / "tiny-clip.json")
+
+
+def tiny_params(root: Path) -> dict[str, Any]:
+    """The project's params.yaml shrunk to a tiny demo under ``root``."""
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    p = copy.deepcopy(params)
+    p["demo"].update(n_items=120, n_users=80, n_interactions=1600, image_size=32)
+    p["data"].update(
+        items=str(root / "raw/items.csv"),
+        interactions=str(root / "raw/interactions.csv"),
+        images=str(root / "raw/images"),
+    )
+    p["extract"]["features"]["image_clip"].update(model="tiny-clip", model_config=TINY_CLIP, pretrained=None)
+    # A tiny random ViT maps all images into a narrow cone; the collapse check would fire.
+    p["validate"]["feature_overrides"] = {"image_clip": {"max_mean_pair_cosine": 0.995}}
+    p["train"]["common"].update(epochs=4, patience=20, report_every=2)
+    p["train"]["backend"] = "local"
+    p["train"]["ray"]["storage_path"] = str(root / "ray_results")
+    return p
+
+
+@pytest.fixture(scope="session")
+def ray_session():
+    """One local Ray instance for the whole test session."""
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False)
+    yield ray
+    ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def tiny_store(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any]]:
+    """demo -> ingest -> extract (Beam, DirectRunner) -> graph, once per session."""
+    from pipelines import extract, ingest
+    from pipelines.demo_catalog import DemoSpec, generate_demo
+    from training import graph
+
+    root = tmp_path_factory.mktemp("tiny")
+    p = tiny_params(root)
+    generate_demo(root / "raw", DemoSpec(**p["demo"], seed=p["seed"]), progress=False)
+    ingest.run(p, root / "store", root / "reports/ingest.json")
+    extract.run(p, root / "store")
+    graph.run(p, root / "store", root / "store/graphs/item_knn")
+    return root, p
