@@ -75,6 +75,31 @@ def feature_schema(dim: int) -> pa.Schema:
     )
 
 
+def entity_embedding_schema(entity: str, dim: int) -> pa.Schema:
+    """Exported user or item embeddings of a trained model (``entity`` is user or item)."""
+    return pa.schema(
+        [
+            pa.field(f"{entity}_idx", pa.int64(), nullable=False),
+            pa.field(f"{entity}_id", pa.string(), nullable=False),
+            pa.field("embedding", pa.list_(pa.float32(), dim), nullable=False),
+            pa.field("event_timestamp", pa.timestamp("us", tz="UTC"), nullable=False),
+            pa.field("created", pa.timestamp("us", tz="UTC"), nullable=False),
+        ]
+    )
+
+
+RECOMMENDATIONS = pa.schema(
+    [
+        pa.field("user_idx", pa.int64(), nullable=False),
+        pa.field("user_id", pa.string(), nullable=False),
+        pa.field("rank", pa.int32(), nullable=False),
+        pa.field("item_idx", pa.int64(), nullable=False),
+        pa.field("item_id", pa.string(), nullable=False),
+        pa.field("score", pa.float32(), nullable=False),
+    ]
+)
+
+
 FEATURE_REJECTS = pa.schema(
     [
         pa.field("item_idx", pa.int64()),

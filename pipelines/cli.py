@@ -80,11 +80,31 @@ def ingest(
     params: ParamsOpt = Path("params.yaml"),
     store: StoreOpt = Path("store"),
     stats: Annotated[Path, typer.Option(help="split statistics JSON")] = Path("reports/ingest.json"),
+    profile: Annotated[
+        str | None, typer.Option(help="read params.yaml profiles.<name> instead of data (ad-hoc runs)")
+    ] = None,
 ) -> None:
-    """Raw catalog + interactions -> items, users, interactions, rejects tables."""
+    """Raw dataset (any adapter) -> items, users, interactions, negatives, rejects tables."""
     from pipelines import ingest as stage
 
-    _run(lambda: stage.run(_params(params), store, stats))
+    _run(lambda: stage.run(stage.with_profile(_params(params), profile), store, stats))
+
+
+@app.command()
+def download(
+    params: ParamsOpt = Path("params.yaml"),
+    profile: Annotated[str | None, typer.Option(help="params.yaml profiles.<name> instead of data")] = None,
+) -> None:
+    """Fetch the catalog's missing images into data.images (needs a network; ingest.download knobs)."""
+    from pipelines import ingest as stage
+    from pipelines.download import fetch_missing_images
+
+    def go() -> None:
+        p = stage.with_profile(_params(params), profile)
+        data, ing = stage.effective_params(p)
+        fetch_missing_images(stage.read_source(data), data, ing.get("download") or {})
+
+    _run(go)
 
 
 @app.command()
@@ -118,13 +138,33 @@ def graph(
 def validate(
     params: ParamsOpt = Path("params.yaml"),
     store: StoreOpt = Path("store"),
-    graphs: Annotated[Path | None, typer.Option(help="graph tables folder")] = None,
+    graphs: Annotated[
+        Path | None, typer.Option(help="graph tables folder (default STORE/graphs/item_knn)")
+    ] = None,
     out: Annotated[Path, typer.Option(help="report folder")] = Path("reports/validation"),
+    table: Annotated[
+        list[str] | None,
+        typer.Option(help="only these tables, e.g. --table items --table features/text_minilm"),
+    ] = None,
 ) -> None:
     """Great Expectations gate over the store: exits 1 naming table and expectation on failure."""
     from validation import gate
 
-    _run(lambda: gate.run(_params(params), store, out, graphs))
+    _run(lambda: gate.run(_params(params), store, out, graphs, table))
+
+
+@app.command("validate-drift")
+def validate_drift(
+    previous: Annotated[Path, typer.Option(help="previous snapshot of a feature table")],
+    current: Annotated[Path, typer.Option(help="current snapshot of the same feature table")],
+    params: ParamsOpt = Path("params.yaml"),
+    feature: Annotated[str | None, typer.Option(help="feature name for per-feature thresholds")] = None,
+    out: Annotated[Path | None, typer.Option(help="also write a report folder here")] = None,
+) -> None:
+    """Drift between two snapshots of a feature table: prints JSON, exits 1 past a fail level."""
+    from validation import drift_cli
+
+    _run(lambda: drift_cli.run(_params(params), previous, current, feature=feature, out=out))
 
 
 @app.command()
@@ -134,12 +174,21 @@ def train(
     graphs: Annotated[Path, typer.Option()] = Path("store/graphs/item_knn"),
     models: Annotated[Path, typer.Option(help="checkpoint folder")] = Path("models"),
     curves: Annotated[Path, typer.Option(help="per-epoch curves")] = Path("reports/curves"),
+    resume: Annotated[
+        bool, typer.Option("--resume", help="continue each run from its latest checkpoint (train.ray.resume)")
+    ] = False,
+    device: Annotated[str | None, typer.Option(help="cpu or cuda (overrides train.common.device)")] = None,
 ) -> None:
-    """Train every model in ``train.models`` (Ray Train, N workers)."""
+    """Train every model in ``train.models`` (Ray Train, N workers; RAY_ADDRESS for a cluster)."""
     from training import train_stage
 
     def go() -> None:
-        summary = train_stage.run(_params(params), store, graphs, models, curves)
+        p = _params(params)
+        if resume:
+            p["train"].setdefault("ray", {})["resume"] = True
+        if device:
+            p["train"].setdefault("common", {})["device"] = device
+        summary = train_stage.run(p, store, graphs, models, curves)
         (models / "train_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
 
     _run(go)
@@ -153,11 +202,28 @@ def evaluate(
     models: Annotated[Path, typer.Option()] = Path("models"),
     metrics: Annotated[Path, typer.Option()] = Path("reports/metrics.json"),
     per_user: Annotated[Path, typer.Option()] = Path("reports/per_user"),
+    significance: Annotated[Path, typer.Option(help="paired tests between models")] = Path(
+        "reports/significance.json"
+    ),
 ) -> None:
     """Full-ranking test metrics of every trained model -> reports/metrics.json."""
     from training import evaluate_stage
 
-    _run(lambda: evaluate_stage.run(_params(params), store, graphs, models, metrics, per_user))
+    _run(lambda: evaluate_stage.run(_params(params), store, graphs, models, metrics, per_user, significance))
+
+
+@app.command()
+def export(
+    params: ParamsOpt = Path("params.yaml"),
+    store: StoreOpt = Path("store"),
+    graphs: Annotated[Path, typer.Option()] = Path("store/graphs/item_knn"),
+    models: Annotated[Path, typer.Option()] = Path("models"),
+    out: Annotated[Path, typer.Option(help="root of the exported tables")] = Path("store"),
+) -> None:
+    """User/item embeddings and top-K recommendations per model, for downstream teams."""
+    from training import export_stage
+
+    _run(lambda: export_stage.run(_params(params), store, graphs, models, out))
 
 
 @app.command()

@@ -1,14 +1,18 @@
-"""Ingest stage: raw catalog + interaction log -> items, users, interactions, rejects tables.
+"""Ingest stage: a raw dataset (any adapter) -> items, users, interactions, negatives, rejects.
 
-Dense int64 ids (``item_idx``, ``user_idx``) are assigned in sorted raw-id order so the
-same input always gives the same ids; raw ids stay in the items/users tables.
+Order: read (adapter) -> clean rows -> explicit negatives apart -> k-core -> dense ids
+-> split -> drop cold users from valid/test. Dense int64 ids (``item_idx``,
+``user_idx``) follow ``ingest.id_order`` (``natural``: numeric when every id is an
+integer, so MMRec-style ids keep their order; otherwise sorted strings) so the same
+input always gives the same ids; raw ids stay in the items/users tables. Every input
+row ends up accepted, an explicit negative, or a reject with its reason.
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
-import os
 from pathlib import Path
 from typing import Any
 
@@ -16,11 +20,22 @@ import polars as pl
 
 from features import schemas
 from features.store import fingerprint_file, write_table
-from pipelines.cleaning import clean_interactions, clean_items
-from pipelines.sources import RawData, SourceError, read_generic
-from pipelines.splits import split_random_ratio, split_stats
+from pipelines.adapters import read_source
+from pipelines.cleaning import as_rejects, clean_interactions, clean_items
+from pipelines.filters import kcore
+from pipelines.sources import RawData
+from pipelines.splits import (
+    METHODS,
+    split_by_labels,
+    split_hash,
+    split_random_ratio,
+    split_stats,
+    split_temporal,
+)
 
 log = logging.getLogger(__name__)
+ID_ORDERS = ("natural", "lexicographic")
+KEEP_ITEMS = ("all", "interacted")
 
 
 def resolve_image_paths(items: pl.DataFrame, image_root: Path) -> pl.DataFrame:
@@ -43,86 +58,250 @@ def resolve_image_paths(items: pl.DataFrame, image_root: Path) -> pl.DataFrame:
     )
 
 
-def read_source(data: dict[str, Any]) -> RawData:
-    source = data.get("source", "generic")
-    if source in ("generic", "demo"):
-        return read_generic(Path(data["items"]), Path(data["interactions"]))
-    raise SourceError(f"params.yaml data.source: unknown source {source!r}; expected 'generic' or 'demo'")
+def effective_params(params: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(data, ingest): the active profile and the ingest knobs with the profile's own
+    ``data.ingest`` overrides merged in (a dataset can fix its split method, say)."""
+    data = dict(params["data"])
+    ing = copy.deepcopy(params.get("ingest") or {})
+
+    def merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+        for k, v in over.items():
+            base[k] = merge(dict(base.get(k) or {}), v) if isinstance(v, dict) else v
+        return base
+
+    return data, merge(ing, dict(data.pop("ingest", None) or {}))
 
 
-def ingest(raw: RawData, *, split: dict[str, Any], seed: int, min_rating: float | None) -> dict[str, Any]:
+def with_profile(params: dict[str, Any], profile: str | None) -> dict[str, Any]:
+    """``params`` with ``data`` replaced by ``profiles.<profile>`` (None: unchanged)."""
+    if profile is None:
+        return params
+    profiles = params.get("profiles") or {}
+    if profile not in profiles:
+        raise ValueError(f"params.yaml profiles: no profile {profile!r}; expected one of {sorted(profiles)}")
+    return {**params, "data": profiles[profile]}
+
+
+def dense_ids(ids: pl.Series, name: str, order: str) -> pl.DataFrame:
+    """Unique raw ids -> (``name``, raw id column) in a stable order."""
+    if order not in ID_ORDERS:
+        raise ValueError(f"params.yaml ingest.id_order: expected one of {list(ID_ORDERS)}, got {order!r}")
+    col = ids.name
+    uniq = pl.DataFrame({col: ids.unique()})
+    as_int = uniq.get_column(col).cast(pl.Int64, strict=False)
+    if order == "natural" and uniq.height and as_int.null_count() == 0:
+        uniq = uniq.with_columns(as_int.alias("_key")).sort(["_key", col]).drop("_key")  # "07" vs "7"
+    else:
+        uniq = uniq.sort(col)
+    return uniq.with_row_index(name).with_columns(pl.col(name).cast(pl.Int64))
+
+
+def _split(joined: pl.DataFrame, split: dict[str, Any], seed: int) -> pl.DataFrame:
+    method = split.get("method", "random_ratio")
+    if method == "random_ratio":
+        out = split_random_ratio(
+            joined.drop("label", strict=False),
+            valid_ratio=float(split["valid_ratio"]),
+            test_ratio=float(split["test_ratio"]),
+            seed=seed,
+        )
+    elif method == "labels":
+        out = split_by_labels(joined)
+    elif method == "temporal":
+        out = split_temporal(joined.drop("label", strict=False), leave_out=int(split.get("leave_out", 1)))
+    else:
+        raise ValueError(
+            f"params.yaml ingest.split.method: unknown method {method!r}; expected one of {list(METHODS)}"
+        )
+    return out
+
+
+def ingest(
+    raw: RawData,
+    *,
+    split: dict[str, Any],
+    seed: int,
+    min_rating: float | None = None,
+    negative_ratings: list[float] | None = None,
+    kcore_users: int = 0,
+    kcore_items: int = 0,
+    keep_items: str = "all",
+    id_order: str = "natural",
+    drop_cold_users: bool = True,
+) -> dict[str, Any]:
     """Pure part of the stage: returns the frames to write and the counts."""
+    if keep_items not in KEEP_ITEMS:
+        raise ValueError(
+            f"params.yaml ingest.keep_items: expected one of {list(KEEP_ITEMS)}, got {keep_items!r}"
+        )
     items = clean_items(raw.items)
-    inter = clean_interactions(raw.interactions, items.accepted.get_column("item_id"), min_rating=min_rating)
+    inter = clean_interactions(
+        raw.interactions,
+        items.accepted.get_column("item_id"),
+        min_rating=min_rating,
+        negative_ratings=negative_ratings,
+    )
+    item_rejects = [raw.item_rejects, items.rejects]
+    inter_rejects = [raw.interaction_rejects, inter.rejects]
+    negatives = inter.negatives if inter.negatives is not None else inter.accepted.head(0)
 
-    item_map = (
-        items.accepted.sort("item_id")
-        .with_row_index("item_idx")
-        .with_columns(pl.col("item_idx").cast(pl.Int64))
+    # Filters on the positives; negatives and catalog items follow what survives.
+    pos, removed = kcore(inter.accepted, min_user=int(kcore_users), min_item=int(kcore_items))
+    inter_rejects.append(as_rejects(removed, pl.col("_reason"), "item_id"))
+    catalog = items.accepted
+    drop_items = None
+    if keep_items == "interacted" or kcore_items > 1 or kcore_users > 1:
+        interacted = pos.get_column("item_id").unique().implode()
+        had = inter.accepted.get_column("item_id").unique().implode()
+        keep = pl.col("item_id").is_in(interacted)
+        if keep_items == "all":  # k-core only: items that never had interactions stay
+            keep = keep | ~pl.col("item_id").is_in(had)
+        reason = (
+            pl.when(pl.col("item_id").is_in(had))
+            .then(pl.lit("removed by k-core (no interaction left)"))
+            .otherwise(pl.lit("no positive interaction (ingest.keep_items: interacted)"))
+        )
+        drop_items = catalog.filter(~keep)
+        item_rejects.append(
+            as_rejects(drop_items.with_columns(reason.alias("_reason")), pl.col("_reason"), "item_id")
+        )
+        catalog = catalog.filter(keep)
+    users_kept = pos.get_column("user_id").unique().implode()
+    neg_ok = pl.col("item_id").is_in(catalog.get_column("item_id").implode())
+    if kcore_users > 1:
+        neg_ok = neg_ok & pl.col("user_id").is_in(users_kept)
+    neg_bad = negatives.filter(~neg_ok)
+    inter_rejects.append(
+        as_rejects(
+            neg_bad.drop("_ts", "_rating"),
+            "explicit negative whose user or item was filtered out",
+            "item_id",
+        )
+    )
+    negatives = negatives.filter(neg_ok)
+
+    item_map = dense_ids(catalog.get_column("item_id"), "item_idx", id_order).join(
+        catalog, on="item_id", how="left"
     )
     item_map = resolve_image_paths(item_map, raw.image_root)
-    users = (
-        inter.accepted.select("user_id")
-        .unique()
-        .sort("user_id")
-        .with_row_index("user_idx")
-        .with_columns(pl.col("user_idx").cast(pl.Int64))
+    users = dense_ids(
+        pl.concat([pos.get_column("user_id"), negatives.get_column("user_id")]), "user_idx", id_order
     )
-    joined = (
-        inter.accepted.join(users, on="user_id", how="left")
-        .join(item_map.select("item_id", "item_idx"), on="item_id", how="left")
-        .select(
-            "user_idx",
-            "item_idx",
-            pl.col("_ts").cast(pl.Int64).alias("timestamp"),
-            pl.col("_rating").cast(pl.Float32).alias("rating"),
+
+    def to_idx(df: pl.DataFrame) -> pl.DataFrame:
+        keep_cols = [c for c in df.columns if c not in ("_ts", "_rating")]
+        return (
+            df.join(users, on="user_id", how="left")
+            .join(item_map.select("item_id", "item_idx"), on="item_id", how="left")
+            .with_columns(
+                pl.col("_ts").cast(pl.Int64).alias("timestamp"),
+                pl.col("_rating").cast(pl.Float32).alias("rating"),
+            )
+            .select(["user_idx", "item_idx", *keep_cols])
         )
-    )
-    method = split.get("method", "random_ratio")
-    if method != "random_ratio":
-        raise ValueError(
-            f"params.yaml ingest.split.method: unknown method {method!r}; expected 'random_ratio'"
+
+    joined = to_idx(pos)
+    split_df = _split(joined, split, seed)
+    if drop_cold_users:
+        train_users = split_df.filter(pl.col("split") == "train").get_column("user_idx").unique().implode()
+        cold = (pl.col("split") != "train") & ~pl.col("user_idx").is_in(train_users)
+        inter_rejects.append(
+            as_rejects(
+                split_df.filter(cold).drop("user_idx", "item_idx", "split"),
+                "user has no train interaction (dropped from valid/test: evaluation protocol)",
+                "item_id",
+            )
         )
-    split_df = split_random_ratio(
-        joined, valid_ratio=float(split["valid_ratio"]), test_ratio=float(split["test_ratio"]), seed=seed
+        split_df = split_df.filter(~cold)
+    neg_df = to_idx(negatives)
+    neg_df = (
+        neg_df.rename({"label": "split"})
+        if "label" in neg_df.columns
+        else neg_df.with_columns(pl.lit("train").alias("split"))
     )
-    rejects = pl.concat([items.rejects, inter.rejects])
+    if split.get("method") != "labels":
+        neg_df = neg_df.with_columns(pl.lit("train").alias("split"))
+
+    rejects = pl.concat(item_rejects + inter_rejects)
+    n_item_rej = sum(r.height for r in item_rejects)
+    n_inter_rej = sum(r.height for r in inter_rejects)
     counts = {
-        "items": {"input": raw.items.height, "accepted": item_map.height, "rejected": items.rejects.height},
+        "items": {
+            "input": raw.items.height + raw.item_rejects.height,
+            "accepted": item_map.height,
+            "rejected": n_item_rej,
+        },
         "interactions": {
-            "input": raw.interactions.height,
+            "input": raw.interactions.height + raw.interaction_rejects.height,
             "accepted": split_df.height,
-            "rejected": inter.rejects.height,
+            "negatives": neg_df.height,
+            "rejected": n_inter_rej,
         },
         "users": users.height,
         "rejects_by_reason": {r: n for r, n in rejects.group_by("reason").len().sort("reason").iter_rows()},
     }
     for name in ("items", "interactions"):
         c = counts[name]
-        assert c["input"] == c["accepted"] + c["rejected"], f"{name}: row count not conserved {c}"
+        assert c["input"] == c["accepted"] + c.get("negatives", 0) + c["rejected"], (
+            f"{name}: row count not conserved {c}"
+        )
+    stats = split_stats(split_df, users.height, item_map.height)
     return {
         "items": item_map.select(schemas.ITEMS.names),
         "users": users.select(schemas.USERS.names),
         "interactions": split_df.select(schemas.INTERACTIONS.names),
+        "negatives": neg_df.select(schemas.INTERACTIONS.names),
         "rejects": rejects,
         "counts": counts,
-        "split_stats": split_stats(split_df, users.height, item_map.height),
+        "split_stats": stats,
+        "split_hash": split_hash(split_df),
+        "summary": {
+            "users": users.height,
+            "items": item_map.height,
+            "interactions": split_df.height,
+            "negatives": neg_df.height,
+            "density": split_df.height / max(1, users.height * item_map.height),
+        },
     }
+
+
+def ingest_kwargs(ing: dict[str, Any], seed: int) -> dict[str, Any]:
+    """The ``ingest`` params section -> keyword arguments of ``ingest()``."""
+    core = ing.get("kcore") or {}
+    return {
+        "split": ing["split"],
+        "seed": int(ing["split"].get("seed", seed)),
+        "min_rating": ing.get("min_rating"),
+        "negative_ratings": list(ing.get("negative_ratings") or []),
+        "kcore_users": int(core.get("users", 0) or 0),
+        "kcore_items": int(core.get("items", 0) or 0),
+        "keep_items": ing.get("keep_items", "all"),
+        "id_order": ing.get("id_order", "natural"),
+        "drop_cold_users": bool(ing.get("drop_cold_users", True)),
+    }
+
+
+def build(params: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any], RawData]:
+    """Read and ingest the active profile: (output, data, ingest params, raw)."""
+    data, ing = effective_params(params)
+    raw = read_source(data)
+    download = ing.get("download") or {}
+    if download.get("enabled"):
+        from pipelines.download import fetch_missing_images
+
+        raw = fetch_missing_images(raw, data, download)
+    return ingest(raw, **ingest_kwargs(ing, int(params.get("seed", 0)))), data, ing, raw
 
 
 def run(params: dict[str, Any], store: Path, stats_path: Path) -> dict[str, Any]:
-    data, ing = params["data"], params["ingest"]
-    raw = read_source(data)
-    out = ingest(
-        raw,
-        split=ing["split"],
-        seed=int(ing["split"].get("seed", params.get("seed", 0))),
-        min_rating=ing.get("min_rating"),
-    )
-    inputs = {
-        str(p): fingerprint_file(Path(p)) for p in (data["items"], data["interactions"]) if os.path.exists(p)
+    out, data, ing, raw = build(params)
+    inputs = {str(p): fingerprint_file(p) for p in raw.inputs if p.is_file()}
+    common = {
+        "inputs": inputs,
+        "source": data.get("source", "generic"),
+        "profile": data.get("profile"),
+        "format": raw.facts,
     }
-    common = {"inputs": inputs, "source": data.get("source", "generic")}
     write_table(store / "items", out["items"].to_arrow(), schemas.ITEMS, **common)
     write_table(store / "users", out["users"].to_arrow(), schemas.USERS, **common)
     write_table(
@@ -131,22 +310,41 @@ def run(params: dict[str, Any], store: Path, stats_path: Path) -> dict[str, Any]
         schemas.INTERACTIONS,
         split=ing["split"],
         split_stats=out["split_stats"],
+        split_hash=out["split_hash"],
+        **common,
+    )
+    write_table(
+        store / "negatives",
+        out["negatives"].to_arrow(),
+        schemas.INTERACTIONS,
+        note="explicit negatives (ingest.negative_ratings): never used as positives",
         **common,
     )
     write_table(store / "rejects", out["rejects"].to_arrow(), schemas.REJECTS, counts=out["counts"], **common)
-    summary = {"counts": out["counts"], "split": out["split_stats"]}
+    summary = {
+        "profile": data.get("profile"),
+        "source": data.get("source", "generic"),
+        "counts": out["counts"],
+        "split": out["split_stats"],
+        "split_method": ing["split"].get("method", "random_ratio"),
+        "split_hash": out["split_hash"],
+        "dataset": out["summary"],
+    }
     stats_path.parent.mkdir(parents=True, exist_ok=True)
     stats_path.write_text(json.dumps(summary, indent=2) + "\n")
     c = out["counts"]
     log.info(
-        "ingest: items %d in = %d accepted + %d rejected; "
-        "interactions %d in = %d accepted + %d rejected; %d users",
+        "ingest %s: items %d in = %d accepted + %d rejected; interactions %d in = %d accepted + "
+        "%d negatives + %d rejected; %d users; split %s",
+        data.get("profile") or data.get("source"),
         c["items"]["input"],
         c["items"]["accepted"],
         c["items"]["rejected"],
         c["interactions"]["input"],
         c["interactions"]["accepted"],
+        c["interactions"]["negatives"],
         c["interactions"]["rejected"],
         c["users"],
+        out["split_hash"][:12],
     )
     return summary

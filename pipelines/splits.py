@@ -1,9 +1,14 @@
-"""Seeded per-user train/valid/test splits (the MMRec protocol, with a seed)."""
+"""Train/valid/test splits: the data's own labels, a seeded per-user ratio (the MMRec
+protocol, with a seed) or temporal leave-last-out; their statistics and content hash."""
 
 from __future__ import annotations
 
+import hashlib
+
 import numpy as np
 import polars as pl
+
+METHODS = ("random_ratio", "labels", "temporal")
 
 
 def split_random_ratio(
@@ -31,22 +36,69 @@ def split_random_ratio(
     return keyed.with_columns(split.alias("split")).drop("_key").sort(["user_idx", "item_idx"])
 
 
+def split_by_labels(inter: pl.DataFrame) -> pl.DataFrame:
+    """The split the data ships with (a ``label`` column of train/valid/test)."""
+    if "label" not in inter.columns:
+        raise ValueError(
+            "params.yaml ingest.split.method 'labels': this source has no split labels; "
+            f"use one of {[m for m in METHODS if m != 'labels']}"
+        )
+    return inter.rename({"label": "split"}).sort(["user_idx", "item_idx"])
+
+
+def split_temporal(inter: pl.DataFrame, *, leave_out: int = 1) -> pl.DataFrame:
+    """Per user, the last ``leave_out`` interactions by time go to test and the
+    ``leave_out`` before them to valid (ties broken by item_idx); users with fewer than
+    ``2 * leave_out + 1`` interactions stay entirely in train."""
+    missing = inter.filter(pl.col("timestamp").is_null()).height
+    if missing:
+        raise ValueError(
+            f"params.yaml ingest.split.method 'temporal': {missing} interaction(s) have no timestamp; "
+            "expected one on every row (or use random_ratio / labels)"
+        )
+    if leave_out < 1:
+        raise ValueError(f"params.yaml ingest.split.leave_out: expected >= 1, got {leave_out}")
+    ordered = inter.sort(["user_idx", "timestamp", "item_idx"], descending=[False, True, True])
+    rank = pl.int_range(pl.len()).over("user_idx")
+    enough = pl.len().over("user_idx") >= 2 * leave_out + 1
+    split = (
+        pl.when(enough & (rank < leave_out))
+        .then(pl.lit("test"))
+        .when(enough & (rank < 2 * leave_out))
+        .then(pl.lit("valid"))
+        .otherwise(pl.lit("train"))
+    )
+    return ordered.with_columns(split.alias("split")).sort(["user_idx", "item_idx"])
+
+
+def split_hash(inter: pl.DataFrame) -> str:
+    """sha256 of the (user_idx, item_idx, split) rows in sorted order: equal hashes,
+    equal splits, whatever the file layout or row order."""
+    rows = inter.select("user_idx", "item_idx", "split").sort(["user_idx", "item_idx"])
+    h = hashlib.sha256()
+    for col in ("user_idx", "item_idx"):
+        h.update(rows.get_column(col).cast(pl.Int64).to_numpy().tobytes())
+    h.update("\n".join(rows.get_column("split").to_list()).encode())
+    return h.hexdigest()
+
+
 def split_stats(inter: pl.DataFrame, n_users: int, n_items: int) -> dict[str, dict[str, float]]:
-    """Users / items / interactions per split, density, and cold users/items."""
+    """Users / items / interactions per split, density, and cold users/items (absent
+    from train)."""
     stats: dict[str, dict[str, float]] = {}
     train = inter.filter(pl.col("split") == "train")
-    train_users = set(train.get_column("user_idx").unique().to_list())
-    train_items = set(train.get_column("item_idx").unique().to_list())
+    train_users = train.get_column("user_idx").unique().implode()
+    train_items = train.get_column("item_idx").unique().implode()
     for name in ("train", "valid", "test"):
         part = inter.filter(pl.col("split") == name)
-        users = part.get_column("user_idx").unique()
-        items = part.get_column("item_idx").unique()
+        users = part.select(pl.col("user_idx").unique())
+        items = part.select(pl.col("item_idx").unique())
         stats[name] = {
             "interactions": part.height,
-            "users": users.len(),
-            "items": items.len(),
+            "users": users.height,
+            "items": items.height,
             "density": part.height / max(1, n_users * n_items),
-            "cold_users": int(sum(u not in train_users for u in users.to_list())),
-            "cold_items": int(sum(i not in train_items for i in items.to_list())),
+            "cold_users": users.filter(~pl.col("user_idx").is_in(train_users)).height,
+            "cold_items": items.filter(~pl.col("item_idx").is_in(train_items)).height,
         }
     return stats

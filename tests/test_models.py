@@ -1,4 +1,5 @@
-"""Models: sparse propagation equals dense, kNN graph shape, pruning bias, BPR gradient."""
+"""Models: sparse propagation equals dense, kNN graph shape and normalisation, pruning bias,
+BPR/EmbLoss by hand, VBPR's item vector, LATTICE's sparse graphs equal the dense reference."""
 
 from __future__ import annotations
 
@@ -10,9 +11,20 @@ from training.data import Interactions, TrainData
 from training.graph import knn_chunked
 from training.loop import LocalContext, TrainConfig, train
 from training.models import build_model, model_names
-from training.models.base import ModelError, bpr_loss
+from training.models.base import ModelError, bpr_loss, emb_norm_reg
 from training.models.freedom import prune_edges
-from training.sparse import bipartite_adjacency, propagate_mean, sym_norm_values
+from training.models.item_graph import knn_edges, learned_knn_edges
+from training.sparse import (
+    bipartite_adjacency,
+    bipartite_row_norm_self_loops,
+    knn_adjacency,
+    propagate_mean,
+    sym_norm_values,
+    transpose_csr,
+    weighted_sym_norm,
+)
+
+ALL_MODELS = ["bpr", "lightgcn", "vbpr", "lattice", "freedom"]
 
 
 def _toy(n_users: int = 30, n_items: int = 25, seed: int = 0) -> TrainData:
@@ -84,7 +96,7 @@ def test_bpr_loss_and_gradient_by_hand() -> None:
     assert neg.grad.item() == pytest.approx(1 - sig)
 
 
-@pytest.mark.parametrize("name", ["bpr", "lightgcn", "freedom"])
+@pytest.mark.parametrize("name", ALL_MODELS)
 def test_models_train_and_loss_decreases(name: str) -> None:
     data = _toy()
     hp = {"feature_weights": {"text": 0.9, "image": 0.1}} if name == "freedom" else {}
@@ -100,7 +112,7 @@ def test_models_train_and_loss_decreases(name: str) -> None:
 
 
 def test_registry_rejects_unknown_names_and_hparams() -> None:
-    assert {"bpr", "lightgcn", "freedom"} <= set(model_names())
+    assert set(ALL_MODELS) <= set(model_names())
     with pytest.raises(ModelError, match="unknown model 'nope'"):
         build_model("nope", _toy(), {})
     with pytest.raises(ModelError, match="unknown hyper-parameter"):
@@ -115,3 +127,217 @@ def test_same_seed_same_metrics() -> None:
         train(TrainConfig(model="lightgcn", hparams={}, epochs=5, batch_size=64, seed=3), data, ctx)
         runs.append(ctx.final_state["best_valid"])
     assert runs[0] == runs[1]
+
+
+# --- dense references -------------------------------------------------------------------
+
+
+def _dense(t: torch.Tensor) -> torch.Tensor:
+    return t.to_dense() if t.layout != torch.strided else t
+
+
+def _dense_lattice_norm(adj: torch.Tensor) -> torch.Tensor:
+    """MMRec's ``compute_normalized_laplacian`` (dense)."""
+    d = adj.sum(-1).pow(-0.5)
+    d[torch.isinf(d)] = 0.0
+    return torch.diag(d) @ adj @ torch.diag(d)
+
+
+def _dense_knn(sim: torch.Tensor, k: int) -> torch.Tensor:
+    """MMRec's ``build_knn_neighbourhood``: keep each row's top-k values in place."""
+    val, ind = torch.topk(sim, k, dim=-1)
+    return torch.zeros_like(sim).scatter_(-1, ind, val)
+
+
+def _cos(x: torch.Tensor) -> torch.Tensor:
+    xn = x / x.norm(dim=-1, keepdim=True)
+    return xn @ xn.T
+
+
+def test_row_normalised_propagation_equals_dense_with_gradient() -> None:
+    users, items = np.array([0, 0, 1, 2, 2]), np.array([0, 1, 1, 0, 2])
+    adj = bipartite_row_norm_self_loops(users, items, 3, 3)
+    a = np.eye(6)
+    a[users, items + 3] = a[items + 3, users] = 1
+    dense = torch.from_numpy(a / a.sum(1, keepdims=True)).float()
+    torch.testing.assert_close(_dense(adj), dense)
+    x = torch.randn(6, 4, requires_grad=True)
+    out = propagate_mean(adj, x, 2, transpose_csr(adj))
+    w = torch.randn(6, 4)
+    (out * w).sum().backward()
+    x2 = x.detach().clone().requires_grad_()
+    ((x2 + dense @ x2 + dense @ dense @ x2) / 3 * w).sum().backward()
+    torch.testing.assert_close(out, (x + dense @ x + dense @ dense @ x) / 3)
+    torch.testing.assert_close(x.grad, x2.grad)
+
+
+def test_knn_adjacency_normalisation_is_freedoms() -> None:
+    """Binary top-k (self included) with D^-1/2 A D^-1/2, D = row degree: every value is 1/k."""
+    x = np.random.default_rng(1).normal(size=(40, 6)).astype(np.float32)
+    rows, cols, _ = knn_chunked(x, 4, chunk_size=9, self_loops=True)
+    dense = _dense(knn_adjacency(rows, cols, 40))
+    a = torch.zeros(40, 40)
+    a[rows, cols] = 1.0
+    d = a.sum(1).pow(-0.5)
+    torch.testing.assert_close(dense, d[:, None] * a * d[None, :])
+    assert torch.allclose(dense[a > 0], torch.tensor(0.25))
+    assert (a.sum(1) == 4).all()
+
+
+def test_freedom_item_graph_is_weighted_sum_of_feature_graphs() -> None:
+    data = _toy()
+    model = build_model("freedom", data, {"feature_weights": {"text": 0.9, "image": 0.1}, "knn_k": 3})
+    expected = torch.zeros(data.n_items, data.n_items)
+    for name, w in (("text", 0.9), ("image", 0.1)):
+        sim = _cos(torch.from_numpy(data.features[name]))
+        _, ind = torch.topk(sim, 3, dim=-1)
+        a = torch.zeros_like(sim).scatter_(-1, ind, 1.0)
+        expected += w * a / 3
+    torch.testing.assert_close(_dense(model.mm_adj), expected)
+
+
+def test_stored_knn_graph_is_reused_only_when_it_fits() -> None:
+    data = _toy()
+    r, c, _ = knn_chunked(data.features["text"], 5)
+    data.knn["text"] = (r, c)
+    np.testing.assert_array_equal(knn_edges(data, "text", 5)[1], c)
+    r3, c3 = knn_edges(data, "text", 3)  # another k: rebuilt, not silently reused
+    assert np.bincount(r3, minlength=data.n_items).tolist() == [3] * data.n_items
+
+
+def test_pruning_samples_proportionally_to_weights() -> None:
+    """Keeping one edge is a single draw with probability w / sum(w) (seeded, 4 sigma)."""
+    w = np.array([1.0, 2.0, 3.0, 4.0, 10.0], dtype=np.float32)
+    users, items = np.zeros(5, int), np.arange(5)
+    rng = np.random.default_rng(0)
+    n = 20000
+    counts = np.bincount([prune_edges(users, items, w, 1, rng)[0] for _ in range(n)], minlength=5)
+    p = w / w.sum()
+    assert (np.abs(counts / n - p) < 4 * np.sqrt(p * (1 - p) / n)).all()
+
+
+def test_freedom_pre_epoch_keeps_requested_fraction() -> None:
+    data = _toy()
+    model = build_model("freedom", data, {"dropout": 0.75})
+    model.pre_epoch(np.random.default_rng(0))
+    keep = int(len(data.train) * 0.25)
+    assert model.adj.to_sparse_coo().coalesce().values().numel() == 2 * keep
+    # Renormalised on the kept edges: D^-1/2 A D^-1/2 of the pruned bipartite graph.
+    dense = _dense(model.adj)
+    a = (dense > 0).float()
+    d = a.sum(1).pow(-0.5)
+    d[torch.isinf(d)] = 0
+    torch.testing.assert_close(dense, d[:, None] * a * d[None, :])
+
+
+def test_mmrec_bpr_loss_and_emb_loss_by_hand() -> None:
+    pos, neg = torch.tensor([3.0, -1.0]), torch.tensor([1.0, 1.0])
+    expected = -(np.log(1e-10 + 1 / (1 + np.exp(-2.0))) + np.log(1e-10 + 1 / (1 + np.exp(2.0)))) / 2
+    assert bpr_loss(pos, neg, gamma=1e-10).item() == pytest.approx(expected, rel=1e-6)
+    # EmbLoss: Frobenius norms, not squared, summed over matrices, / batch size.
+    u = torch.tensor([[3.0, 4.0], [0.0, 0.0]])
+    i = torch.tensor([[1.0, 0.0], [0.0, 0.0]])
+    assert emb_norm_reg(u, i).item() == pytest.approx((5.0 + 1.0) / 2)
+
+
+def test_bpr_model_loss_and_gradient_by_hand() -> None:
+    data = _toy()
+    model = build_model("bpr", data, {"embedding_dim": 2, "reg_weight": 0.5})
+    with torch.no_grad():
+        model.user_emb.weight[0] = torch.tensor([1.0, 2.0])
+        model.item_emb.weight[1] = torch.tensor([1.0, 0.0])
+        model.item_emb.weight[2] = torch.tensor([0.0, 1.0])
+    loss = model(torch.tensor([0]), torch.tensor([1]), torch.tensor([2]))
+    loss.backward()
+    s = 1 / (1 + np.exp(1.0))  # sigmoid(pos - neg) with pos - neg = 1 - 2 = -1
+    norms = np.sqrt(5) + 1 + 1
+    assert loss.item() == pytest.approx(-np.log(1e-10 + s) + 0.5 * norms, rel=1e-6)
+    g = -(1 - s)  # d loss / d (pos - neg)
+    u, p, n = np.array([1.0, 2.0]), np.array([1.0, 0.0]), np.array([0.0, 1.0])
+    np.testing.assert_allclose(
+        model.user_emb.weight.grad[0].numpy(), g * (p - n) + 0.5 * u / np.sqrt(5), rtol=1e-5
+    )
+    np.testing.assert_allclose(model.item_emb.weight.grad[1].numpy(), g * u + 0.5 * p, rtol=1e-5)
+    np.testing.assert_allclose(model.item_emb.weight.grad[2].numpy(), -g * u + 0.5 * n, rtol=1e-5)
+
+
+def test_vbpr_item_vector_is_id_plus_projected_features() -> None:
+    data = _toy()
+    model = build_model("vbpr", data, {"embedding_dim": 3})
+    users, items = model.embeddings()
+    assert users.shape == (data.n_users, 6) and items.shape == (data.n_items, 6)
+    raw = np.concatenate([data.features["image"], data.features["text"]], axis=1)  # name order
+    lin = model.item_linear
+    expected = raw @ lin.weight.detach().numpy().T + lin.bias.detach().numpy()
+    np.testing.assert_allclose(items[:, 3:].detach().numpy(), expected, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(items[:, :3], model.item_emb)
+    scores = model.score(torch.tensor([0, 4]))
+    torch.testing.assert_close(scores, users[[0, 4]] @ items.T)
+
+
+def test_lattice_learned_graph_equals_dense_reference_with_gradient() -> None:
+    torch.manual_seed(0)
+    n, k = 12, 3
+    feats = [torch.randn(n, 5, requires_grad=True), torch.randn(n, 4, requires_grad=True)]
+    w = torch.softmax(torch.tensor([0.3, 0.7], requires_grad=True), 0)
+    x = torch.randn(n, 2)
+    # Sparse: per-feature top-k edges with differentiable values, mixed, then normalised.
+    rows, cols, vals = [], [], []
+    for m, f in enumerate(feats):
+        r, c, v = learned_knn_edges(f, k, chunk_size=5)
+        rows.append(r), cols.append(c), vals.append(w[m] * v)
+    r, c = torch.cat(rows), torch.cat(cols)
+    v = weighted_sym_norm(r, c, torch.cat(vals), n)
+    out = torch.sparse.mm(torch.sparse_coo_tensor(torch.stack([r, c]), v, (n, n), check_invariants=False), x)
+    grads = torch.autograd.grad(out.pow(2).sum(), feats)
+    # Dense, as MMRec computes it.
+    dfeats = [f.detach().clone().requires_grad_() for f in feats]
+    dense = _dense_lattice_norm(sum(w[m].detach() * _dense_knn(_cos(f), k) for m, f in enumerate(dfeats)))
+    dout = dense @ x
+    dgrads = torch.autograd.grad(dout.pow(2).sum(), dfeats)
+    torch.testing.assert_close(out, dout, rtol=1e-5, atol=1e-6)
+    for a, b in zip(grads, dgrads, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+
+
+def test_lattice_item_graph_mixes_learned_and_frozen_as_the_reference() -> None:
+    data = _toy()
+    k, lam = 4, 0.9
+    model = build_model("lattice", data, {"knn_k": k, "lambda_coeff": lam})
+    with torch.no_grad():
+        adj = _dense(model.item_graph().coalesce())
+        w = torch.softmax(model.modal_weight, 0)
+        learned = sum(
+            w[m] * _dense_knn(_cos(trs(table)), k)
+            for m, (table, trs) in enumerate(zip(model.feats, model.trs, strict=True))
+        )
+        frozen = sum(
+            w[m] * _dense_lattice_norm(_dense_knn(_cos(torch.from_numpy(data.features[name])), k))
+            for m, name in enumerate(sorted(data.features))
+        )
+        expected = (1 - lam) * _dense_lattice_norm(learned) + lam * frozen
+    torch.testing.assert_close(adj, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_lattice_graph_gets_gradient_on_first_batch_of_epoch_only() -> None:
+    data = _toy()
+    model = build_model("lattice", data, {})
+    u, p, n = torch.tensor([0, 1]), torch.tensor([2, 3]), torch.tensor([4, 5])
+    model.pre_epoch(np.random.default_rng(0))
+    model(u, p, n).backward()
+    assert model.trs[0].weight.grad is not None and model.modal_weight.grad is not None
+    model.zero_grad(set_to_none=True)
+    model(u, p, n).backward()
+    assert model.trs[0].weight.grad is None and model.item_emb.weight.grad is not None
+
+
+@pytest.mark.parametrize("name", ALL_MODELS)
+def test_score_ranks_with_embeddings(name: str) -> None:
+    data = _toy()
+    hp = {"feature_weights": {"text": 0.9, "image": 0.1}} if name == "freedom" else {}
+    model = build_model(name, data, hp).eval()
+    users = torch.tensor([0, 3, 7])
+    with torch.no_grad():
+        u, i = model.embeddings()
+    assert model.score(users).shape == (3, data.n_items)
+    torch.testing.assert_close(model.score(users), u[users] @ i.T)

@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 import shutil
 
+import duckdb
 import numpy as np
+import polars as pl
 import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
@@ -13,7 +15,7 @@ from typer.testing import CliRunner
 from features.schemas import feature_schema
 from features.store import read_manifest, read_table, write_table
 from pipelines.cli import app
-from training import evaluate_stage, report, train_stage
+from training import evaluate_stage, export_stage, report, train_stage
 from validation import gate
 
 
@@ -106,3 +108,19 @@ def test_train_evaluate_report_end_to_end(tiny_store, tmp_path, ray_session) -> 
     )
     page = (tmp_path / "report.html").read_text()
     assert "freedom" in page and "RANDOMLY INITIALISED" in page
+
+    # Export: what downstream teams read, without importing this project.
+    p = {**p, "export": {**p["export"], "k": 5}}
+    export_stage.run(p, store, graphs, tmp_path / "models", tmp_path / "out")
+    recs = pl.read_parquet(tmp_path / "out/recommendations/freedom/*.parquet")
+    n_users = read_manifest(store / "users")["row_count"]
+    seen = pl.from_arrow(read_table(store / "interactions")).select("user_idx", "item_idx")
+    n_items = read_manifest(store / "items")["row_count"]
+    unseen = seen.group_by("user_idx").len().with_columns((n_items - pl.col("len")).clip(0, 5).alias("n"))
+    assert recs.height == int(unseen["n"].sum()) + 5 * (n_users - unseen.height)
+    assert recs.join(seen, on=["user_idx", "item_idx"]).height == 0  # nothing already seen
+    assert recs.group_by("user_idx").agg(pl.col("score").is_sorted(descending=True).all())["score"].all()
+    emb = duckdb.sql(
+        f"select count(*), max(len(embedding)) from '{tmp_path}/out/embeddings/freedom/items/*.parquet'"
+    ).fetchall()[0]
+    assert emb == (read_manifest(store / "items")["row_count"], 64)

@@ -1,13 +1,16 @@
 """Full-ranking evaluation in chunks of users: the one place metrics are computed.
 
-Scores of a chunk of users against all items are materialised one chunk at a time
-(``chunk_size x n_items``), training items are masked, and ``torch.topk`` keeps the
-top ``max(ks)``. Memory follows the chunk, not users x items.
+Scores of a chunk of users against all items are materialised one chunk at a time,
+training items are masked, ``torch.topk`` keeps the top ``max(ks)`` and the chunk's
+per-user metrics are computed before the next chunk is scored. The chunk holds at
+most ``chunk_size`` users and ``max_chunk_mb`` of scores, so memory follows the chunk
+and the catalog (item embeddings, one flag per item), never users x items.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -15,6 +18,7 @@ import torch
 from training.data import Interactions
 
 METRICS = ("recall", "ndcg", "precision", "map", "hit")
+DEFAULT_CHUNK_MB = 256
 
 
 class Csr:
@@ -38,6 +42,37 @@ class Csr:
         return row, self.indices[starts + offs]
 
 
+def chunk_rows(n_items: int, chunk_size: int, max_chunk_mb: float | None = DEFAULT_CHUNK_MB) -> int:
+    """Users per chunk: ``chunk_size``, fewer when their float32 scores would pass ``max_chunk_mb``."""
+    if not max_chunk_mb:
+        return max(1, chunk_size)
+    return max(1, min(chunk_size, int(max_chunk_mb * 2**20) // (4 * max(1, n_items))))
+
+
+def iter_topk(
+    user_emb: torch.Tensor,
+    item_emb: torch.Tensor,
+    users: np.ndarray,
+    mask: Csr | None,
+    k: int,
+    chunk_size: int = 2048,
+    max_chunk_mb: float | None = DEFAULT_CHUNK_MB,
+) -> Iterator[tuple[int, np.ndarray]]:
+    """(start offset into ``users``, top-k item indices of that chunk), chunk by chunk."""
+    rows = chunk_rows(item_emb.shape[0], chunk_size, max_chunk_mb)
+    device = item_emb.device
+    k = min(k, item_emb.shape[0])
+    with torch.no_grad():
+        for start in range(0, len(users), rows):
+            chunk = users[start : start + rows]
+            scores = user_emb[torch.from_numpy(chunk).to(device)] @ item_emb.T
+            if mask is not None:
+                row, item = mask.rows(chunk)
+                scores[torch.from_numpy(row).to(device), torch.from_numpy(item).to(device)] = -torch.inf
+            yield start, torch.topk(scores, k, dim=1).indices.cpu().numpy()
+            del scores
+
+
 def topk_items(
     user_emb: torch.Tensor,
     item_emb: torch.Tensor,
@@ -45,47 +80,174 @@ def topk_items(
     mask: Csr | None,
     k: int,
     chunk_size: int = 2048,
+    max_chunk_mb: float | None = DEFAULT_CHUNK_MB,
 ) -> np.ndarray:
     """Top-k item indices for ``users`` with the ``mask`` items excluded; (len(users), k)."""
-    out = np.empty((len(users), k), dtype=np.int64)
-    with torch.no_grad():
-        for start in range(0, len(users), chunk_size):
-            chunk = users[start : start + chunk_size]
-            scores = user_emb[torch.from_numpy(chunk)] @ item_emb.T
-            if mask is not None:
-                row, item = mask.rows(chunk)
-                scores[torch.from_numpy(row), torch.from_numpy(item)] = -torch.inf
-            out[start : start + len(chunk)] = torch.topk(scores, k, dim=1).indices.numpy()
+    out = np.empty((len(users), min(k, item_emb.shape[0])), dtype=np.int64)
+    for start, top in iter_topk(user_emb, item_emb, users, mask, k, chunk_size, max_chunk_mb):
+        out[start : start + len(top)] = top
+    return out
+
+
+def hit_matrix(top: np.ndarray, truth: Csr, users: np.ndarray) -> np.ndarray:
+    """``hits[r, j]`` = 1.0 when ``top[r, j]`` is one of ``users[r]``'s truth items."""
+    row, item = truth.rows(users)
+    if not len(item):
+        return np.zeros(top.shape)
+    n_items = int(max(top.max(initial=0), item.max())) + 1
+    truth_keys = np.sort(row * n_items + item)
+    keys = np.arange(len(users))[:, None] * n_items + top
+    pos = np.searchsorted(truth_keys, keys)
+    pos[pos == len(truth_keys)] = 0
+    return (truth_keys[pos] == keys).astype(np.float64)
+
+
+def metrics_from_hits(hits: np.ndarray, n_true: np.ndarray, ks: Sequence[int]) -> dict[str, np.ndarray]:
+    """Per-user Recall/NDCG/Precision/MAP/HitRate at each K (binary relevance).
+
+    Recall = hits / |truth|; NDCG against the ideal list of min(|truth|, K) hits;
+    MAP@K = sum of precision at each hit rank / min(|truth|, K).
+    """
+    n_true = n_true.astype(np.float64)
+    depth = hits.shape[1]
+    discounts = 1.0 / np.log2(np.arange(2, depth + 2))
+    cum_discounts = np.cumsum(discounts)
+    precision_at_r = np.cumsum(hits, axis=1) / np.arange(1, depth + 1)
+    out: dict[str, np.ndarray] = {}
+    for k in ks:
+        h = hits[:, :k]
+        n_hit = h.sum(1)
+        ideal = np.minimum(n_true, min(k, depth))
+        idcg = cum_discounts[ideal.astype(np.int64) - 1]
+        out[f"recall@{k}"] = n_hit / n_true
+        out[f"precision@{k}"] = n_hit / k
+        out[f"hit@{k}"] = (n_hit > 0).astype(np.float64)
+        out[f"ndcg@{k}"] = (h * discounts[:k]).sum(1) / idcg
+        out[f"map@{k}"] = (precision_at_r[:, :k] * h).sum(1) / ideal
     return out
 
 
 def per_user_metrics(
     top: np.ndarray, truth: Csr, users: np.ndarray, ks: Sequence[int]
 ) -> dict[str, np.ndarray]:
-    """Per-user Recall/NDCG/Precision/MAP/HitRate at each K (binary relevance)."""
-    n_items = int(max(top.max(initial=0), truth.indices.max(initial=0))) + 1
-    row, item = truth.rows(users)
-    truth_keys = np.sort(row * n_items + item)
-    keys = np.arange(len(users))[:, None] * n_items + top
-    pos = np.searchsorted(truth_keys, keys)
-    pos[pos == len(truth_keys)] = 0
-    hits = (truth_keys[pos] == keys).astype(np.float64) if len(truth_keys) else np.zeros(top.shape)
-    n_true = truth.counts(users).astype(np.float64)
-    discounts = 1.0 / np.log2(np.arange(2, top.shape[1] + 2))
-    cum_discounts = np.cumsum(discounts)
-    cum_hits = np.cumsum(hits, axis=1)
-    precision_at_r = cum_hits / np.arange(1, top.shape[1] + 1)
-    out: dict[str, np.ndarray] = {}
-    for k in ks:
-        h = hits[:, :k]
-        n_hit = h.sum(1)
-        idcg = cum_discounts[np.minimum(n_true, k).astype(np.int64) - 1]
-        out[f"recall@{k}"] = n_hit / n_true
-        out[f"precision@{k}"] = n_hit / k
-        out[f"hit@{k}"] = (n_hit > 0).astype(np.float64)
-        out[f"ndcg@{k}"] = (h * discounts[:k]).sum(1) / idcg
-        out[f"map@{k}"] = (precision_at_r[:, :k] * h).sum(1) / np.minimum(n_true, k)
-    return out
+    """Per-user metrics of ranked lists ``top`` (one row per user in ``users``)."""
+    return metrics_from_hits(hit_matrix(top, truth, users), truth.counts(users), ks)
+
+
+def popularity_buckets(
+    mask: Csr | None, n_items: int, split: Sequence[float]
+) -> tuple[np.ndarray, list[str]]:
+    """Bucket of every item by train popularity: items sorted most popular first and cut
+    at the given shares of the catalog (``[0.2, 0.5]``: top 20%, next 30%, the rest)."""
+    if not split:
+        return np.zeros(n_items, dtype=np.int16), ["all"]
+    counts = np.bincount(mask.indices, minlength=n_items) if mask is not None else np.zeros(n_items, np.int64)
+    order = np.lexsort((np.arange(n_items), -counts))  # most popular first, ties by index
+    cuts = [0, *(int(round(s * n_items)) for s in split), n_items]
+    bucket = np.empty(n_items, dtype=np.int16)
+    names = []
+    for b, (lo, hi) in enumerate(zip(cuts[:-1], cuts[1:], strict=True)):
+        bucket[order[lo:hi]] = b
+        names.append(f"{100 * lo // n_items}-{100 * hi // n_items}%")
+    return bucket, names
+
+
+@dataclass
+class RankingResult:
+    """Everything one full-ranking pass yields.
+
+    ``means``: metric@K averaged over users (+ ``users``); ``per_user``: one array per
+    metric aligned with ``users``; ``coverage``: share of the catalog recommended in
+    some top-K; ``by_popularity``: per item-popularity bucket, recall of the truth
+    items in that bucket (micro-averaged) and the share of recommended slots it gets;
+    ``few_interactions``: means over users with at most ``few_train_max`` train items.
+    """
+
+    means: dict[str, float]
+    per_user: dict[str, np.ndarray]
+    users: np.ndarray
+    coverage: dict[str, float] = field(default_factory=dict)
+    by_popularity: dict[str, dict[str, float]] = field(default_factory=dict)
+    few_interactions: dict[str, float] = field(default_factory=dict)
+
+    def summary(self, digits: int = 6) -> dict[str, object]:
+        """JSON-ready: means, coverage, buckets and few-interaction users, rounded."""
+
+        def r(d: dict[str, float]) -> dict[str, float]:
+            return {k: round(v, digits) if isinstance(v, float) else v for k, v in d.items()}
+
+        return {
+            **r(self.means),
+            "coverage": r(self.coverage),
+            "by_popularity": {b: r(v) for b, v in self.by_popularity.items()},
+            "few_interactions": r(self.few_interactions),
+        }
+
+
+def rank(
+    user_emb: torch.Tensor,
+    item_emb: torch.Tensor,
+    truth_pairs: Interactions,
+    mask_pairs: Interactions | None,
+    n_users: int,
+    ks: Sequence[int] = (10, 20),
+    chunk_size: int = 2048,
+    *,
+    max_chunk_mb: float | None = DEFAULT_CHUNK_MB,
+    popularity_split: Sequence[float] | None = None,
+    few_train_max: int | None = None,
+) -> RankingResult:
+    """One chunked full-ranking pass over users with at least one truth item.
+
+    Per-user metrics, item coverage and popularity-bucket counts are accumulated chunk
+    by chunk; only (users x metrics) and (items) sized arrays outlive a chunk.
+    """
+    ks = sorted(set(int(k) for k in ks))
+    n_items = int(item_emb.shape[0])
+    truth = Csr(truth_pairs, n_users)
+    users = np.flatnonzero(truth.counts(np.arange(n_users)) > 0)
+    mask = Csr(mask_pairs, n_users) if mask_pairs is not None else None
+    per_user = {f"{m}@{k}": np.empty(len(users)) for k in ks for m in METRICS}
+    recommended = np.zeros((len(ks), n_items), dtype=bool)
+    bucket, names = popularity_buckets(mask, n_items, popularity_split or [])
+    n_b = len(names)
+    bucket_hits = np.zeros((len(ks), n_b))
+    bucket_slots = np.zeros((len(ks), n_b))
+    ue, ie = user_emb.detach().float(), item_emb.detach().float()
+    for start, top in iter_topk(ue, ie, users, mask, max(ks), chunk_size, max_chunk_mb):
+        chunk = users[start : start + len(top)]
+        hits = hit_matrix(top, truth, chunk)
+        for name, values in metrics_from_hits(hits, truth.counts(chunk), ks).items():
+            per_user[name][start : start + len(chunk)] = values
+        top_bucket = bucket[top]
+        for j, k in enumerate(ks):
+            recommended[j, top[:, :k].ravel()] = True
+            if n_b > 1:
+                bucket_hits[j] += np.bincount(top_bucket[:, :k].ravel(), hits[:, :k].ravel(), minlength=n_b)
+                bucket_slots[j] += np.bincount(top_bucket[:, :k].ravel(), minlength=n_b)
+    means: dict[str, float] = {k: float(v.mean()) if len(v) else 0.0 for k, v in per_user.items()}
+    means["users"] = int(len(users))
+    result = RankingResult(means=means, per_user=per_user, users=users)
+    result.coverage = {f"coverage@{k}": float(recommended[j].mean()) for j, k in enumerate(ks)}
+    if n_b > 1:
+        truth_in_bucket = np.bincount(bucket[truth.indices], minlength=n_b)
+        items_in_bucket = np.bincount(bucket, minlength=n_b)
+        for b, name in enumerate(names):
+            row: dict[str, float] = {"items": int(items_in_bucket[b]), "truth_pairs": int(truth_in_bucket[b])}
+            for j, k in enumerate(ks):
+                row[f"recall@{k}"] = (
+                    float(bucket_hits[j, b] / truth_in_bucket[b]) if truth_in_bucket[b] else 0.0
+                )
+                row[f"share@{k}"] = float(bucket_slots[j, b] / bucket_slots[j].sum()) if len(users) else 0.0
+            result.by_popularity[name] = row
+    if few_train_max is not None and mask is not None:
+        few = mask.counts(users) <= few_train_max
+        result.few_interactions = {
+            "max_train_items": int(few_train_max),
+            "users": int(few.sum()),
+            **{k: float(v[few].mean()) if few.any() else 0.0 for k, v in per_user.items()},
+        }
+    return result
 
 
 def evaluate(
@@ -97,15 +259,14 @@ def evaluate(
     ks: Sequence[int] = (10, 20),
     chunk_size: int = 2048,
     return_per_user: bool = False,
+    *,
+    max_chunk_mb: float | None = DEFAULT_CHUNK_MB,
 ) -> dict[str, float] | tuple[dict[str, float], dict[str, np.ndarray], np.ndarray]:
-    """Mean metrics over users with at least one item in ``truth_pairs``."""
-    truth = Csr(truth_pairs, n_users)
-    users = np.flatnonzero(truth.counts(np.arange(n_users)) > 0)
-    mask = Csr(mask_pairs, n_users) if mask_pairs is not None else None
-    top = topk_items(user_emb.detach().float(), item_emb.detach().float(), users, mask, max(ks), chunk_size)
-    per_user = per_user_metrics(top, truth, users, ks)
-    means = {k: float(v.mean()) if len(v) else 0.0 for k, v in per_user.items()}
-    means["users"] = int(len(users))
+    """Mean metrics over users with at least one item in ``truth_pairs`` (what early
+    stopping, model selection and the evaluate stage all use)."""
+    res = rank(
+        user_emb, item_emb, truth_pairs, mask_pairs, n_users, ks, chunk_size, max_chunk_mb=max_chunk_mb
+    )
     if return_per_user:
-        return means, per_user, users
-    return means
+        return res.means, res.per_user, res.users
+    return res.means

@@ -2,11 +2,15 @@
 
 Runs on a local Ray started here, or on an existing cluster when ``RAY_ADDRESS`` (or
 ``train.ray.address``) is set. Checkpoints go to ``train.ray.storage_path`` (a local
-folder or a URI Ray understands, e.g. s3://...).
+folder or a URI Ray understands, e.g. s3://bucket/prefix) under one run folder per
+model configuration, so ``train.ray.resume`` (``--resume``) finds the checkpoint of
+exactly this configuration; a run that is not resumed starts that folder afresh.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import os
 import tempfile
@@ -16,9 +20,20 @@ from typing import Any
 import torch
 
 from training.data import load_train_data
-from training.loop import TrainConfig, train
+from training.loop import TrainConfig, final_state, train
 
 log = logging.getLogger(__name__)
+
+CHECKPOINT_FILE = "state.pt"
+# Knobs that do not change the trajectory: a run may resume with other values of them.
+_RESUMABLE_CHANGES = (
+    "epochs",
+    "patience",
+    "report_every",
+    "checkpoint_every",
+    "checkpoint_on_best",
+    "device",
+)
 
 
 class RayContext:
@@ -38,16 +53,31 @@ class RayContext:
             ray.train.report(metrics)
             return
         with tempfile.TemporaryDirectory() as tmp:
-            torch.save(state, Path(tmp) / "model.pt")
+            torch.save(state, Path(tmp) / CHECKPOINT_FILE)
             ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
+
+    def latest_checkpoint(self) -> dict[str, Any] | None:
+        """After a worker failure (or with ``resume``) Ray hands back the latest checkpoint."""
+        import ray.train
+
+        ckpt = ray.train.get_checkpoint()
+        if ckpt is None:
+            return None
+        with ckpt.as_directory() as d:
+            return torch.load(Path(d) / CHECKPOINT_FILE, weights_only=False, map_location="cpu")
 
 
 def worker_loop(config: dict[str, Any]) -> None:
-    """Entry point of each Ray Train worker: load the store, train, report."""
+    """Entry point of each Ray Train worker: load the store once, train, report."""
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     torch.set_num_threads(int(config["threads"]))
+    cfg = TrainConfig(**config["cfg"])
+    if cfg.device.startswith("cuda"):
+        import ray.train.torch
+
+        cfg.device = str(ray.train.torch.get_device())  # the GPU Ray assigned to this worker
     data = load_train_data(Path(config["store"]), config["features"], Path(config["graphs"]))
-    train(TrainConfig(**config["cfg"]), data, RayContext())
+    train(cfg, data, RayContext())
 
 
 def ensure_ray(ray_params: dict[str, Any]) -> None:
@@ -68,6 +98,30 @@ def ensure_ray(ray_params: dict[str, Any]) -> None:
         )
 
 
+def run_name(cfg: TrainConfig) -> str:
+    """``<model>-<hash of the settings that shape the trajectory>``: one folder per config."""
+    keyed = {k: v for k, v in cfg.__dict__.items() if k not in _RESUMABLE_CHANGES}
+    digest = hashlib.sha256(json.dumps(keyed, sort_keys=True, default=str).encode()).hexdigest()
+    return f"{cfg.model}-{digest[:10]}"
+
+
+def storage_uri(ray_params: dict[str, Any]) -> str:
+    """``storage_path`` as Ray wants it: an absolute local path or an untouched URI."""
+    storage = str(ray_params.get("storage_path") or ".ray_results")
+    return storage if "://" in storage else str(Path(storage).resolve())
+
+
+def _clear_run(storage: str, name: str) -> None:
+    """Remove an earlier run's folder: Ray would otherwise restore its checkpoints."""
+    import pyarrow.fs as pafs
+
+    fs, root = pafs.FileSystem.from_uri(storage)
+    path = f"{root.rstrip('/')}/{name}"
+    if fs.get_file_info(path).type != pafs.FileType.NotFound:
+        log.info("starting %s afresh: removing the previous run at %s", name, path)
+        fs.delete_dir(path)
+
+
 def fit(
     cfg: TrainConfig,
     *,
@@ -77,15 +131,23 @@ def fit(
     workers: int,
     ray_params: dict[str, Any],
 ) -> dict[str, Any]:
-    """Train with a ``TorchTrainer``; returns the final state reported by rank 0."""
+    """Train with a ``TorchTrainer``; returns the final state reported by rank 0
+    (``model_state`` = best weights, ``history``, ``best_epoch``, ``best_valid``, ``config``).
+
+    ``ray_params``: ``address``, ``storage_path``, ``max_failures``, ``cpus_per_worker``,
+    ``resume`` (continue from this configuration's latest checkpoint), ``num_cpus``.
+    """
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
     ensure_ray(ray_params)
-    threads = max(1, (os.cpu_count() or 2) // workers)
-    storage = ray_params.get("storage_path") or ".ray_results"
-    if "://" not in storage:
-        storage = str(Path(storage).resolve())
+    cpus = float(ray_params.get("cpus_per_worker", 1))
+    storage, name = storage_uri(ray_params), run_name(cfg)
+    if not ray_params.get("resume"):
+        _clear_run(storage, name)
+    else:
+        log.info("resume: continuing %s from its latest checkpoint under %s, if any", name, storage)
+    use_gpu = cfg.device.startswith("cuda")
     trainer = TorchTrainer(
         worker_loop,
         train_loop_config={
@@ -93,22 +155,22 @@ def fit(
             "store": str(store.resolve()),
             "features": features,
             "graphs": str(graphs.resolve()),
-            "threads": threads,
+            "threads": max(1, int(cpus)),
         },
         scaling_config=ScalingConfig(
             num_workers=workers,
-            use_gpu=False,
-            resources_per_worker={"CPU": float(ray_params.get("cpus_per_worker", 1))},
+            use_gpu=use_gpu,
+            resources_per_worker={"CPU": cpus, **({"GPU": 1.0} if use_gpu else {})},
         ),
         run_config=RunConfig(
-            name=f"{cfg.model}",
+            name=name,
             storage_path=storage,
             failure_config=FailureConfig(max_failures=int(ray_params.get("max_failures", 0))),
-            checkpoint_config=CheckpointConfig(num_to_keep=1),
+            checkpoint_config=CheckpointConfig(num_to_keep=int(ray_params.get("checkpoints_to_keep", 1))),
         ),
     )
     result = trainer.fit()
     if result.error:
         raise RuntimeError(f"Ray Train run for {cfg.model} failed: {result.error}")
     with result.checkpoint.as_directory() as d:
-        return torch.load(Path(d) / "model.pt", weights_only=False)
+        return final_state(torch.load(Path(d) / CHECKPOINT_FILE, weights_only=False))

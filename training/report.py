@@ -95,6 +95,19 @@ def render(
         [t, v["rows"], v["expectations"], v["failed"], "pass" if v["success"] else "FAIL"]
         for t, v in validation["tables"].items()
     ]
+    drift_rows = [
+        [
+            t,
+            d.get("status"),
+            d.get("reason") or "",
+            *(d.get("shares", {}).get(k, "") for k in ("added", "removed", "changed")),
+            d.get("checks", {}).get("min_unchanged_cosine", {}).get("value", ""),
+        ]
+        for t, d in (validation.get("drift") or {}).items()
+    ]
+    issues = [f"FAIL: {ln}" for ln in validation.get("failures", [])]
+    issues += [f"warn: {ln}" for ln in validation.get("warnings", [])]
+    val_notes = "".join(f"<li>{html.escape(ln)}</li>" for ln in issues) or "<li>no failures or warnings</li>"
     png = _curves_png(curves_dir)
     img = f'<img src="data:image/png;base64,{png}">' if png else ""
     warn = "".join(f'<p class="warn">{w}</p>' for w in warnings)
@@ -114,6 +127,15 @@ interactions: {c["interactions"]["input"]} in, {c["interactions"]["accepted"]} a
 {_table(["feature", "encoder", "weights", "dim", "L2-normalised", "embedded", "rejected"], feat_rows)}
 <h2>Validation (Great Expectations)</h2>
 {_table(["table", "rows", "expectations", "failed", "result"], val_rows)}
+<ul>{val_notes}</ul>
+<h3>Drift against the previous snapshot</h3>
+{
+        _table(
+            ["feature", "status", "reason", "added", "removed", "changed", "min unchanged cosine"], drift_rows
+        )
+        if drift_rows
+        else "<p>no drift checks ran</p>"
+    }
 """
 
 

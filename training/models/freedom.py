@@ -16,8 +16,8 @@ import torch
 from torch import nn
 
 from training.data import TrainData
-from training.graph import knn_chunked
-from training.models.base import Recommender, bpr_loss, register
+from training.models.base import ModelError, Recommender, bpr_loss, project_rows, register
+from training.models.item_graph import knn_edges
 from training.sparse import knn_adjacency, propagate_mean, spmm, sym_norm_values, transpose_csr
 
 
@@ -41,6 +41,7 @@ class FREEDOM(Recommender):
         "knn_k": 10,
         "feature_weights": None,  # {feature name: weight}; default: equal
         "train_features": True,  # fine-tune the raw feature tables (as the reference does)
+        "knn_chunk_size": 1024,  # rows per block when the kNN graph is built here
     }
     needs_features = True
 
@@ -51,15 +52,12 @@ class FREEDOM(Recommender):
         self.item_emb = nn.Embedding(self.n_items, d)
         nn.init.xavier_uniform_(self.user_emb.weight)
         nn.init.xavier_uniform_(self.item_emb.weight)
-        names = sorted(data.features)
+        names = [f.name for f in self.features]
         self.feature_names = names
         self.feats = nn.ParameterList(
-            nn.Parameter(
-                torch.from_numpy(data.features[n].copy()), requires_grad=bool(self.hp["train_features"])
-            )
-            for n in names
+            nn.Parameter(f.tensor(), requires_grad=bool(self.hp["train_features"])) for f in self.features
         )
-        self.proj = nn.ModuleList(nn.Linear(data.features[n].shape[1], d) for n in names)
+        self.proj = nn.ModuleList(nn.Linear(f.dim, d) for f in self.features)
         self.mm_adj = self._item_graph(data, names)
         self.mm_adj_t = transpose_csr(self.mm_adj)
         # User-item edges and their degree-sensitive sampling weights (full graph).
@@ -72,10 +70,10 @@ class FREEDOM(Recommender):
         weights = self.hp["feature_weights"] or {n: 1.0 / len(names) for n in names}
         missing = [n for n in names if n not in weights]
         if missing:
-            raise ValueError(f"freedom.feature_weights: no weight for feature(s) {missing}; got {weights}")
+            raise ModelError(f"freedom.feature_weights: no weight for feature(s) {missing}; got {weights}")
         total = None
         for n in names:
-            rows, cols = data.knn.get(n) or knn_chunked(data.features[n], int(self.hp["knn_k"]))[:2]
+            rows, cols = knn_edges(data, n, int(self.hp["knn_k"]), int(self.hp["knn_chunk_size"]))
             adj = knn_adjacency(rows, cols, self.n_items) * float(weights[n])
             total = adj if total is None else total + adj
         return total.coalesce().to_sparse_csr()
@@ -108,18 +106,15 @@ class FREEDOM(Recommender):
 
     def forward(self, users: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor) -> torch.Tensor:
         u_all, i_all = self.propagate(self.adj)
-        u = u_all[users]
-        loss = bpr_loss((u * i_all[pos]).sum(-1), (u * i_all[neg]).sum(-1))
+        b = len(pos)
+        pn = torch.cat([pos, neg])
+        # index_select: one gather per table (its backward, index_add, beats indexing's).
+        u = u_all.index_select(0, users)
+        items = i_all.index_select(0, pn)
+        loss = bpr_loss((u * items[:b]).sum(-1), (u * items[b:]).sum(-1))
         side = 0.0
-        # Project the whole table when the batch touches more rows than it has (cheaper
-        # forward, and the index backward then runs on d-dim rows instead of feature rows).
-        whole = 2 * len(pos) >= self.n_items
         for feat, proj in zip(self.feats, self.proj, strict=True):
-            if whole:
-                projected = proj(feat)
-                fp, fn = projected[pos], projected[neg]
-            else:
-                fp, fn = proj(feat[pos]), proj(feat[neg])
+            fp, fn = project_rows(feat, proj, pos, neg)
             side = side + bpr_loss((u * fp).sum(-1), (u * fn).sum(-1))
         return loss + self.hp["reg_weight"] * side
 

@@ -8,12 +8,15 @@ import torch
 from torch import nn
 
 from training.data import TrainData
-from training.models.base import Recommender, bpr_loss, l2_reg, register
+from training.models.base import Recommender, bpr_loss, emb_norm_reg, register
 from training.sparse import bipartite_adjacency, propagate_mean
 
 
 @register("lightgcn")
 class LightGCN(Recommender):
+    """As MMRec's ``LightGCN``: xavier-uniform init, D^-1/2 A D^-1/2, mean over layers
+    0..n, ``BPRLoss`` on propagated embeddings + reg_weight x ``EmbLoss`` on the ego ones."""
+
     defaults = {"embedding_dim": 64, "n_layers": 2, "reg_weight": 1e-4}
 
     def __init__(self, data: TrainData, hp: dict[str, Any]) -> None:
@@ -34,9 +37,9 @@ class LightGCN(Recommender):
     def forward(self, users: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor) -> torch.Tensor:
         u_all, i_all = self.propagate()
         u, p, n = u_all[users], i_all[pos], i_all[neg]
-        loss = bpr_loss((u * p).sum(-1), (u * n).sum(-1))
-        reg = l2_reg(self.user_emb(users), self.item_emb(pos), self.item_emb(neg))
-        return loss + self.hp["reg_weight"] * reg
+        loss = bpr_loss((u * p).sum(-1), (u * n).sum(-1), gamma=1e-10)
+        reg = emb_norm_reg(self.user_emb(users), self.item_emb(pos), self.item_emb(neg))
+        return loss + float(self.hp["reg_weight"]) * reg
 
     def embeddings(self) -> tuple[torch.Tensor, torch.Tensor]:
         return self.propagate()

@@ -1,0 +1,115 @@
+"""Full-ranking evaluation at catalog scale: users/s and peak RSS.
+
+A synthetic catalog (random 64-d user and item embeddings, 20 train and 5 test items
+per user) is ranked with ``training.metrics.rank`` exactly as the evaluate stage does
+(train items masked, top-K by ``torch.topk``, popularity buckets, coverage). Each
+(items, users) case runs in a fresh process, so its peak RSS is its own. Growing the
+users at a fixed catalog leaves the peak flat; a dense users x items float32 score
+matrix is shown for comparison. Writes JSON.
+
+    .venv/bin/python benchmarks/eval_scale.py --out benchmarks/results/eval_scale.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+
+def _rss_mb() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def one(n_items: int, n_users: int, dim: int, threads: int, chunk_size: int, chunk_mb: float) -> dict:
+    """One case in this process; returns its figures."""
+    import numpy as np
+    import torch
+
+    from training.data import Interactions
+    from training.metrics import chunk_rows, rank
+
+    torch.set_num_threads(threads)
+    rss_start = _rss_mb()
+    g = torch.Generator().manual_seed(0)
+    ue = torch.randn(n_users, dim, generator=g)
+    ie = torch.randn(n_items, dim, generator=g)
+    rng = np.random.default_rng(0)
+    users = np.repeat(np.arange(n_users, dtype=np.int64), 25)
+    items = rng.integers(0, n_items, len(users))
+    is_test = np.tile(np.arange(25) >= 20, n_users)
+    train = Interactions(users[~is_test], items[~is_test])
+    test = Interactions(users[is_test], items[is_test])
+    rss_setup = _rss_mb()
+    t0 = time.perf_counter()
+    res = rank(ue, ie, test, train, n_users, (10, 20, 50), chunk_size, max_chunk_mb=chunk_mb,
+               popularity_split=[0.2, 0.5], few_train_max=5)  # fmt: skip
+    seconds = time.perf_counter() - t0
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return {
+        "n_items": n_items,
+        "n_users": n_users,
+        "dim": dim,
+        "threads": threads,
+        "users_per_chunk": chunk_rows(n_items, chunk_size, chunk_mb),
+        "seconds": round(seconds, 2),
+        "users_per_second": round(res.means["users"] / seconds, 1),
+        "rss_start_mb": round(rss_start, 1),
+        "rss_after_setup_mb": round(rss_setup, 1),
+        "peak_rss_mb": round(peak_mb, 1),
+        "item_embeddings_mb": round(n_items * dim * 4 / 2**20, 1),
+        "dense_scores_would_need_mb": round(n_users * n_items * 4 / 2**20, 1),
+        "recall@20": round(res.means["recall@20"], 6),
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--items", type=int, nargs="+", default=[100_000, 1_000_000])
+    ap.add_argument("--users", type=int, nargs="+", default=[2_000, 8_000])
+    ap.add_argument("--dim", type=int, default=64)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--chunk-size", type=int, default=2048)
+    ap.add_argument("--chunk-mb", type=float, default=256)
+    ap.add_argument("--out", type=Path, default=Path("benchmarks/results/eval_scale.json"))
+    ap.add_argument("--one", type=int, nargs=2, metavar=("ITEMS", "USERS"), help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.one:
+        print(json.dumps(one(*args.one, args.dim, args.threads, args.chunk_size, args.chunk_mb)))
+        return
+    rows = []
+    for n_items in args.items:
+        for n_users in args.users:
+            cmd = [sys.executable, __file__, "--one", str(n_items), str(n_users), "--dim", str(args.dim),
+                   "--threads", str(args.threads), "--chunk-size", str(args.chunk_size),
+                   "--chunk-mb", str(args.chunk_mb)]  # fmt: skip
+            out = subprocess.run(cmd, capture_output=True, text=True, check=True)
+            rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
+            print(rows[-1], flush=True)
+    result = {
+        "machine": {
+            "cpus": os.cpu_count(),
+            "platform": platform.platform(),
+            "load_avg": os.getloadavg(),
+            "note": "2 cores shared with other jobs; CPU only",
+        },
+        "chunk_size": args.chunk_size,
+        "chunk_memory_mb": args.chunk_mb,
+        "ks": [10, 20, 50],
+        "cases": rows,
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,181 @@
+"""Run one reference training of the second model zoo (enoche/CM3, enoche/LIRDRec or
+rkl71/MambaRec, one seed) from a checkout outside this project, with runtime shims; JSON out.
+
+The three repositories are MMRec forks (same loader, trainer and evaluator). On top of
+``benchmarks.parity_mmrec.apply_shims`` (NumPy 2, SciPy's ``dok_matrix._update``, optional
+imports, ``.cuda()``) they need, applied here by monkeypatching and never by editing
+their code:
+
+- ``torch_dct`` (LIRDRec): not installed in this project; point ``--extra-path`` at a
+  folder holding the PyPI package (``pip download torch-dct --no-deps`` and unzip);
+- ``torch_scatter`` (MambaRec's graph normalisation): a stand-in ``scatter_add`` built on
+  ``Tensor.index_add`` (it only sums edge weights per row);
+- CM3 registers ``result_embed`` as an ``nn.Parameter`` and later assigns a plain tensor
+  to it, which torch refuses on a CPU (on a GPU ``.to(device)`` hides it by returning a
+  non-parameter copy): the parameter is dropped after construction, as on a GPU.
+
+``--fresh-eval`` replaces CM3's / LIRDRec's ``full_sort_predict`` (which scores with the
+vectors cached from the last training batch) by a fresh full-graph forward pass in
+eval mode, to measure what that caching changes. Timing: CPU seconds of this process
+(``time.process_time``) for the span the reference logs as training (pre-epoch work,
+sampling, batches; no evaluation), so load from other jobs does not inflate it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+import types
+from pathlib import Path
+from typing import Any
+
+from benchmarks.parity_mmrec import apply_shims
+
+
+def torch_scatter_stand_in() -> None:
+    import torch
+
+    def scatter_add(src: torch.Tensor, index: torch.Tensor, dim: int = 0, dim_size: int | None = None):
+        size = list(src.shape)
+        size[dim] = int(index.max()) + 1 if dim_size is None else dim_size
+        return torch.zeros(size, dtype=src.dtype, device=src.device).index_add(dim, index, src)
+
+    mod = types.ModuleType("torch_scatter")
+    mod.scatter_add = scatter_add  # type: ignore[attr-defined]
+    sys.modules.setdefault("torch_scatter", mod)
+
+
+def fresh_full_sort_predict(model: Any) -> None:
+    """Score from a full-graph forward pass at evaluation instead of the cached vectors."""
+    import torch
+
+    cls = type(model)
+
+    def predict(self: Any, interaction: Any) -> torch.Tensor:
+        # No side effect on training: keep the RNG (CM3 draws its mixing here) and
+        # LIRDRec's copied attention as the last training batch left them.
+        rng = torch.get_rng_state()
+        fusion = getattr(self, "fusion_module", None)
+        last_att = fusion.last_att if fusion is not None else None
+        with torch.no_grad():
+            out = self.forward(self.norm_adj)
+        torch.set_rng_state(rng)
+        if fusion is not None:
+            fusion.last_att = last_att
+        u, i = out[0], out[1]
+        if type(self).__name__ == "CM3":  # its forward returns normalised vectors
+            u, i = self.result_embed[: self.n_users], self.result_embed[self.n_users :]
+        return u[interaction[0]] @ i.T
+
+    cls.full_sort_predict = predict
+
+
+def run(src: Path, data_path: Path, dataset: str, model: str, seed: int, overrides: dict[str, Any], fresh_eval: bool):
+    os.chdir(src)
+    sys.path.insert(0, str(src))
+    apply_shims()
+    torch_scatter_stand_in()
+    from utils.configurator import Config
+    from utils.dataloader import EvalDataLoader, TrainDataLoader
+    from utils.dataset import RecDataset
+    from utils.utils import get_model, get_trainer, init_seed
+
+    config_dict = {
+        "gpu_id": 0,
+        "use_gpu": False,
+        "data_path": str(data_path).rstrip("/") + "/",
+        "USER_ID_FIELD": "userID",
+        "ITEM_ID_FIELD": "itemID",
+        "TIME_FIELD": "timestamp",
+        "inter_file_name": f"{dataset}.inter",
+        "vision_feature_file": "image_feat.npy",
+        "text_feature_file": "text_feat.npy",
+        "field_separator": "\t",
+        "save_recommended_topk": False,
+        "seed": seed,
+        "model": model,
+        "dataset": dataset,
+        **overrides,
+    }
+    config = Config(model, dataset, config_dict)
+    for key, value in config_dict.items():  # scalars win over the YAML grids
+        config[key] = value
+    ds = RecDataset(config)
+    train_ds, valid_ds, test_ds = ds.split()
+    for part in (ds, train_ds, valid_ds, test_ds):
+        str(part)  # sets ``inter_num``, which the loaders read
+    train_data = TrainDataLoader(config, train_ds, batch_size=config["train_batch_size"], shuffle=True)
+    valid_data = EvalDataLoader(config, valid_ds, additional_dataset=train_ds, batch_size=config["eval_batch_size"])
+    test_data = EvalDataLoader(config, test_ds, additional_dataset=train_ds, batch_size=config["eval_batch_size"])
+    init_seed(seed)
+    train_data.pretrain_setup()
+    net = get_model(model)(config, train_data).to(config["device"])
+    if "result_embed" in net._parameters:  # CM3 on a CPU (see the module docstring)
+        del net._parameters["result_embed"]
+        net.result_embed = None
+    if fresh_eval:
+        fresh_full_sort_predict(net)
+    import common.trainer
+
+    common.trainer.time = time.process_time
+    trainer = get_trainer()(config, net)
+    train_times: list[float] = []
+    original = trainer._generate_train_loss_output
+
+    def record(epoch_idx: int, s_time: float, e_time: float, losses: Any) -> str:
+        train_times.append(e_time - s_time)
+        return original(epoch_idx, s_time, e_time, losses)
+
+    trainer._generate_train_loss_output = record
+    t0 = time.time()
+    best_valid, valid_result, test_result = trainer.fit(train_data, valid_data=valid_data, test_data=test_data)
+    epochs = len(train_times)
+    return {
+        "model": model,
+        "seed": seed,
+        "fresh_eval": fresh_eval,
+        "best_valid": float(best_valid),
+        "best_epoch": epochs - 1 - trainer.cur_step,
+        "epochs": epochs,
+        "valid": {k.lower(): float(v) for k, v in valid_result.items()},
+        "test": {k.lower(): float(v) for k, v in test_result.items()},
+        "train_seconds_per_epoch": sum(train_times) / max(1, epochs),
+        "wall_seconds": time.time() - t0,
+        "threads": __import__("torch").get_num_threads(),
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--src", type=Path, required=True, help="the checkout's src/ folder")
+    ap.add_argument("--data-path", type=Path, required=True)
+    ap.add_argument("--dataset", required=True)
+    ap.add_argument("--model", required=True, help="CM3, LIRDRec or MambaRec")
+    ap.add_argument("--seed", type=int, default=999)
+    ap.add_argument("--config", default="{}", help="JSON of config overrides")
+    ap.add_argument("--fresh-eval", action="store_true")
+    ap.add_argument("--extra-path", type=Path, action="append", default=[], help="prepended to sys.path")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--out", type=Path, default=None)
+    a = ap.parse_args()
+    for p in a.extra_path:
+        sys.path.insert(0, str(p.resolve()))
+    import torch
+
+    torch.set_num_threads(a.threads)
+    logging.basicConfig(level=logging.WARNING)
+    result = run(
+        a.src.resolve(), a.data_path.resolve(), a.dataset, a.model, a.seed, json.loads(a.config), a.fresh_eval
+    )
+    text = json.dumps(result, indent=1)
+    if a.out:
+        a.out.write_text(text + "\n")
+    print(text)
+
+
+if __name__ == "__main__":
+    main()

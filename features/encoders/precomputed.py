@@ -1,0 +1,166 @@
+"""Import existing vectors (e.g. the 4,096-d image features published datasets ship) by item id.
+
+Two layouts: a ``.npy`` matrix with an id file giving each row's item id (``.txt`` one id
+a line, ``.json`` list, or ``.csv``/``.parquet`` with ``id_column``), or a Parquet file
+keyed by ``id_column`` with a ``vector_column`` of fixed- or variable-size float lists.
+Items without a vector, or with a non-finite one, are rejected with that reason.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from features.encoders.base import Encoder, EncoderError, l2_normalize, register
+from features.encoders.weights import file_checksum
+
+PREPROCESS_VERSION = "pre-1"
+
+
+def _read_ids(path: Path, id_column: str) -> list[str]:
+    """Item ids in row order from a .txt, .json, .csv or .parquet file."""
+    if not path.is_file():
+        raise EncoderError(f"precomputed: id file {path} does not exist")
+    suffix = path.suffix.lower()
+    if suffix == ".txt":
+        return [line.rstrip("\r\n") for line in path.read_text(encoding="utf-8").splitlines()]
+    if suffix == ".json":
+        ids = json.loads(path.read_text(encoding="utf-8"))
+        if not isinstance(ids, list):
+            raise EncoderError(f"precomputed: {path} must hold a JSON list of item ids in row order")
+        return [str(i) for i in ids]
+    if suffix in (".csv", ".parquet"):
+        import polars as pl
+
+        df = pl.read_csv(path, infer_schema=False) if suffix == ".csv" else pl.read_parquet(path)
+        if id_column not in df.columns:
+            raise EncoderError(f"precomputed: {path} has no column {id_column!r}; columns: {df.columns}")
+        return df[id_column].cast(pl.String).to_list()
+    raise EncoderError(f"precomputed: id file {path}: expected .txt, .json, .csv or .parquet")
+
+
+@register("precomputed")
+class PrecomputedEncoder(Encoder):
+    modality = "item_id"
+
+    def __init__(
+        self,
+        *,
+        path: str,
+        ids: str | None = None,
+        id_column: str = "item_id",
+        vector_column: str = "embedding",
+        normalize: bool = False,
+    ) -> None:
+        self.path, self.ids_path = Path(path), Path(ids) if ids else None
+        self.id_column, self.vector_column, self.normalized = id_column, vector_column, normalize
+        if not self.path.is_file():
+            raise EncoderError(f"precomputed: vector file {self.path} does not exist")
+        suffix = self.path.suffix.lower()
+        if suffix == ".npy":
+            if self.ids_path is None:
+                raise EncoderError(
+                    f"precomputed: {self.path} is a .npy matrix; give `ids:` (its row -> item id file)"
+                )
+            shape = np.load(self.path, mmap_mode="r").shape
+            if len(shape) != 2:
+                raise EncoderError(f"precomputed: {self.path} holds shape {shape}; expected (items, dim)")
+            self.dim = int(shape[1])
+        elif suffix == ".parquet":
+            self.dim = self._parquet_dim()
+        else:
+            raise EncoderError(f"precomputed: vector file {self.path}: expected .npy or .parquet")
+        sums = [file_checksum(self.path)] + ([file_checksum(self.ids_path)] if self.ids_path else [])
+        self.weights = f"{self.path.name}@{'+'.join(sums)}"
+        self._index: dict[str, int] | None = None
+        self._matrix: np.ndarray | None = None
+        self._finite: np.ndarray | None = None
+
+    def _parquet_dim(self) -> int:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        pf = pq.ParquetFile(self.path)
+        schema = pf.schema_arrow
+        for col in (self.id_column, self.vector_column):
+            if col not in schema.names:
+                raise EncoderError(f"precomputed: {self.path} has no column {col!r}; columns: {schema.names}")
+        t = schema.field(self.vector_column).type
+        if pa.types.is_fixed_size_list(t):
+            return int(t.list_size)
+        if not pa.types.is_list(t) and not pa.types.is_large_list(t):
+            raise EncoderError(
+                f"precomputed: {self.path} column {self.vector_column!r} is {t}; expected a float list"
+            )
+        first = next(pf.iter_batches(batch_size=1, columns=[self.vector_column]), None)
+        if first is None or first.num_rows == 0:
+            raise EncoderError(f"precomputed: {self.path} has no rows")
+        return len(first.column(0)[0].as_py())
+
+    @property
+    def id(self) -> str:
+        norm = "l2" if self.normalized else "raw"
+        return f"precomputed:{self.weights}:{norm}:{PREPROCESS_VERSION}"
+
+    @property
+    def loaded(self) -> bool:
+        return self._index is not None
+
+    def load(self) -> None:
+        if self._index is not None:
+            return
+        if self.path.suffix.lower() == ".npy":
+            matrix = np.load(self.path, mmap_mode="r")  # rows are paged in on use, not all at once
+            ids = _read_ids(self.ids_path, self.id_column)
+        else:
+            import pyarrow.parquet as pq
+
+            t = pq.read_table(self.path, columns=[self.id_column, self.vector_column])
+            ids = [str(i) for i in t.column(self.id_column).to_pylist()]
+            col = t.column(self.vector_column).combine_chunks()
+            valid = ~col.is_null().to_numpy(zero_copy_only=False)
+            values = col.filter(valid)
+            lengths = values.value_lengths().to_numpy(zero_copy_only=False)
+            if len(lengths) and (lengths != self.dim).any():
+                bad = int(np.flatnonzero(valid)[np.flatnonzero(lengths != self.dim)[0]])
+                raise EncoderError(
+                    f"precomputed: {self.path} row {bad} (item {ids[bad]!r}) has "
+                    f"{len(col[bad].as_py())} values; expected {self.dim}"
+                )
+            matrix = np.full((len(col), self.dim), np.nan, dtype=np.float32)  # null rows stay NaN
+            matrix[valid] = values.flatten().to_numpy(zero_copy_only=False).reshape(-1, self.dim)
+        if len(ids) != matrix.shape[0]:
+            raise EncoderError(
+                f"precomputed: {self.ids_path or self.path} has {len(ids)} ids for {matrix.shape[0]} vectors"
+            )
+        index: dict[str, int] = {}
+        for row, item_id in enumerate(ids):
+            if item_id in index:
+                raise EncoderError(
+                    f"precomputed: item id {item_id!r} appears twice in {self.ids_path or self.path}"
+                )
+            index[item_id] = row
+        self._matrix, self._index = matrix, index
+
+    def unusable(self, batch: Sequence[Any]) -> list[str | None]:
+        self.load()
+        out: list[str | None] = []
+        for item_id in batch:
+            row = self._index.get(str(item_id))
+            if row is None:
+                out.append("no precomputed vector")
+            elif not np.isfinite(self._matrix[row]).all():
+                out.append("null or non-finite precomputed vector")
+            else:
+                out.append(None)
+        return out
+
+    def encode(self, batch: Sequence[Any]) -> np.ndarray:
+        self.load()
+        rows = [self._index[str(i)] for i in batch]
+        x = np.asarray(self._matrix[rows], dtype=np.float32)
+        return l2_normalize(x) if self.normalized else x

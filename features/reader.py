@@ -1,0 +1,85 @@
+"""Reading a feature table back as a numpy matrix aligned to the dense item index.
+
+Downstream code usually wants ``matrix[item_idx]``; this reads only ``item_idx`` and
+``embedding``, batch by batch into one preallocated matrix (no second copy of the table),
+and checks the table against its manifest on the way.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow.parquet as pq
+
+from features.store import MANIFEST, StoreError, arrow_to_embeddings, read_manifest
+
+SPECIAL_DIRS = ("_rejects", "_notes", "_previous")
+
+
+@dataclass(frozen=True)
+class Features:
+    """One feature table as arrays: row ``i`` of ``matrix`` is item ``i`` (zeros where not ``present``)."""
+
+    name: str
+    matrix: np.ndarray
+    present: np.ndarray
+    manifest: dict[str, Any]
+
+    @property
+    def dim(self) -> int:
+        return int(self.matrix.shape[1])
+
+    @property
+    def normalized(self) -> bool:
+        return bool(self.manifest.get("normalized"))
+
+
+def feature_names(store: Path | str) -> list[str]:
+    """Published feature tables under ``store/features`` (rejects, notes, previous excluded)."""
+    root = Path(store) / "features"
+    if not root.is_dir():
+        return []
+    return sorted(
+        p.name
+        for p in root.iterdir()
+        if p.is_dir() and not p.name.startswith(("_", ".")) and (p / MANIFEST).is_file()
+    )
+
+
+def load_features(
+    store: Path | str, name: str, *, n_items: int | None = None, batch_rows: int = 65536
+) -> Features:
+    """The feature ``name`` of ``store`` as a (n_items, dim) float32 matrix plus a presence mask.
+
+    ``n_items`` defaults to the row count of ``store/items``. Raises ``StoreError`` naming
+    the table when it is missing, unpublished, or disagrees with its manifest.
+    """
+    store = Path(store)
+    path = store / "features" / name
+    if not (path / MANIFEST).is_file():
+        raise StoreError(f"feature {name!r}: no published table at {path}; published: {feature_names(store)}")
+    manifest = read_manifest(path)
+    if n_items is None:
+        n_items = int(read_manifest(store / "items")["row_count"])
+    dim = int(manifest["dim"])
+    matrix = np.zeros((n_items, dim), dtype=np.float32)
+    present = np.zeros(n_items, dtype=bool)
+    rows = 0
+    for f in sorted(path.glob("*.parquet")):
+        for rb in pq.ParquetFile(f).iter_batches(columns=["item_idx", "embedding"], batch_size=batch_rows):
+            idx = rb.column(0).to_numpy()
+            emb = arrow_to_embeddings(rb.column(1))
+            if emb.shape[1] != dim:
+                raise StoreError(f"table {path}: embedding width {emb.shape[1]}, manifest says dim {dim}")
+            if len(idx) and (idx.min() < 0 or idx.max() >= n_items):
+                raise StoreError(f"table {path} ({f.name}): item_idx outside [0, {n_items})")
+            if present[idx].any() or len(np.unique(idx)) != len(idx):
+                raise StoreError(f"table {path} ({f.name}): an item_idx appears more than once")
+            matrix[idx], present[idx] = emb, True
+            rows += len(idx)
+    if rows != manifest["row_count"]:
+        raise StoreError(f"table {path}: {rows} rows on disk, manifest says {manifest['row_count']}")
+    return Features(name, matrix, present, manifest)

@@ -1,0 +1,218 @@
+"""The extract stage: incremental runs, snapshots, output formats, runner options."""
+
+from __future__ import annotations
+
+import duckdb
+import numpy as np
+import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from extract_helpers import catalog, clip_feature, extract_params, items_store, png, tiny_bert
+
+from features.cache import PREVIOUS_DIR
+from features.reader import feature_names, load_features
+from features.store import read_manifest, read_table
+from pipelines import extract
+from pipelines.extract import beam_options, local_workers, torch_threads, wants_reshuffle
+
+N = 100
+
+
+@pytest.fixture(scope="module")
+def bert(tmp_path_factory):
+    return tiny_bert(tmp_path_factory.mktemp("bert") / "bert")
+
+
+def _features(bert) -> dict:
+    return {
+        "text": {
+            "input": "text",
+            "fields": ["title", "description"],
+            "encoder": "hf-llm",
+            "model": str(bert),
+        },
+        "image": clip_feature(),
+    }
+
+
+def _run(store, bert, **overrides):
+    return extract.run({"seed": 1, "extract": extract_params(_features(bert), **overrides)}, store)
+
+
+def _by_id(store, name: str) -> dict[str, dict]:
+    return {r["item_id"]: r for r in read_table(store / "features" / name).to_pylist()}
+
+
+def test_changing_5_percent_re_embeds_exactly_those_and_reuses_the_rest_bit_for_bit(tmp_path, bert) -> None:
+    rows = catalog(tmp_path, N)
+    store = items_store(tmp_path / "store", rows)
+    first = _run(store, bert)
+    before = {name: _by_id(store, name) for name in first}
+    # A new snapshot: 3 titles and 2 images change (5%), 2 items leave, 1 arrives, order shifts.
+    text_changed = {rows[i]["item_id"] for i in (3, 40, 77)}
+    image_changed = {rows[i]["item_id"] for i in (10, 55)}
+    for r in rows:
+        if r["item_id"] in text_changed:
+            r["title"] += " (new edition)"
+        if r["item_id"] in image_changed:
+            png(tmp_path / "images" / f"{int(r['item_id'][-4:]):04d}.png", seed=999)
+    new_rows = rows[2:] + [
+        {
+            "item_id": "item-new",
+            "title": "New",
+            "description": "d",
+            "image_path": str(png(tmp_path / "images/new.png", 5)),
+        }
+    ]
+    items_store(store, new_rows[::-1])
+    second = _run(store, bert)
+    new_idx = {r["item_id"]: i for i, r in enumerate(new_rows[::-1])}
+    for name, changed in (("text", text_changed), ("image", image_changed)):
+        c = second[name]["counts"]
+        assert c == {
+            **c,
+            "items_read": N - 1,
+            "embedded": len(changed) + 1,
+            "reused": N - 2 - len(changed),
+            "changed": len(changed),
+            "removed": 2,
+            "rejected": 0,
+        }
+        after = _by_id(store, name)
+        assert set(after) == set(new_idx)
+        for item_id, row in after.items():
+            assert row["item_idx"] == new_idx[item_id]
+            if item_id in changed or item_id == "item-new":
+                assert item_id == "item-new" or row["content_hash"] != before[name][item_id]["content_hash"]
+                assert row["created"] > before[name]["item-0002"]["created"]
+            else:  # reused: same vector bits, hash and timestamps
+                old = before[name][item_id]
+                assert np.array_equal(
+                    np.asarray(row["embedding"], np.float32).view(np.uint32),
+                    np.asarray(old["embedding"], np.float32).view(np.uint32),
+                )
+                assert {k: row[k] for k in ("content_hash", "created", "event_timestamp")} == {
+                    k: old[k] for k in ("content_hash", "created", "event_timestamp")
+                }
+        # The replaced table is kept one generation back for drift checks.
+        prev = read_manifest(store / "features" / PREVIOUS_DIR / name)
+        assert prev["created"] == first[name]["created"] and prev["row_count"] == N
+    assert feature_names(store) == ["image", "text"]
+
+
+def test_unchanged_rerun_reuses_everything_and_loads_no_model(tmp_path, bert, monkeypatch) -> None:
+    store = items_store(tmp_path / "store", catalog(tmp_path, 30))
+    first = _run(store, bert)
+    loads = []
+    monkeypatch.setattr("features.encoders.hf_llm.HFLanguageModelEncoder.load", lambda self: loads.append(1))
+    monkeypatch.setattr("features.encoders.clip.OpenClipEncoder.load", lambda self: loads.append(1))
+    second = _run(store, bert)
+    for name in first:
+        assert second[name]["counts"]["reused"] == 30 and second[name]["counts"]["embedded"] == 0
+        a, b = (
+            read_table(store / "features" / name),
+            read_table(store / "features" / name / f"../{PREVIOUS_DIR}/{name}"),
+        )
+        assert a.sort_by("item_idx").equals(b.sort_by("item_idx"))
+    assert loads == []
+
+
+def test_a_different_encoder_invalidates_the_cache(tmp_path, bert) -> None:
+    store = items_store(tmp_path / "store", catalog(tmp_path, 12))
+    _run(store, bert)
+    feats = _features(bert)
+    feats["text"]["pooling"] = "last"
+    m = extract.run({"seed": 1, "extract": extract_params(feats)}, store)
+    assert m["text"]["counts"]["embedded"] == 12 and not m["text"]["cache"]["used"]
+    assert "encoder or input version changed" in m["text"]["cache"]["reason"]
+    assert m["image"]["counts"]["reused"] == 12
+
+
+def test_output_is_readable_by_polars_pyarrow_duckdb_and_the_reader(tmp_path, bert) -> None:
+    store = items_store(tmp_path / "store", catalog(tmp_path, 20))
+    m = _run(store, bert, keep_previous=False)["image"]
+    files = str(store / "features/image/*.parquet")
+    d = m["dim"]
+    assert pq.read_schema(next((store / "features/image").glob("*.parquet"))).field(
+        "embedding"
+    ).type == pa.list_(pa.float32(), d)
+    df = pl.read_parquet(files)
+    assert df.schema["embedding"] == pl.Array(pl.Float32, d) and df.height == 20
+    assert set(df.columns) == {
+        "item_idx",
+        "item_id",
+        "embedding",
+        "content_hash",
+        "event_timestamp",
+        "created",
+    }
+    sql = "select count(*), max(len(embedding)), max(abs(list_dot_product(embedding, embedding) - 1))"
+    n, width, norm = duckdb.sql(f"{sql} from '{files}'").fetchall()[0]
+    assert (n, width) == (20, d) and norm < 1e-4
+    f = load_features(store, "image")
+    assert f.matrix.shape == (20, d) and f.present.all() and f.normalized and f.manifest["random_weights"]
+    np.testing.assert_array_equal(f.matrix[df["item_idx"].to_numpy()], df["embedding"].to_numpy())
+    assert m["stats"]["rows"] == 20 and abs(m["stats"]["norm_mean"] - 1) < 1e-5
+    assert not (store / "features" / PREVIOUS_DIR).exists()
+
+
+def test_runner_and_options_pass_through_params_and_cli() -> None:
+    opts = beam_options(
+        {
+            "runner": "DirectRunner",
+            "options": {"direct_running_mode": "multi_processing", "direct_num_workers": 2},
+        },
+        ["--runner=FlinkRunner", "--flink_master=host:8081", "--parallelism=4"],
+    )
+    all_opts = opts.get_all_options()
+    assert all_opts["runner"] == "FlinkRunner" and all_opts["flink_master"] == "host:8081"
+    assert all_opts["parallelism"] == 4
+    assert (
+        local_workers(opts) is None and torch_threads("auto", opts) is None and wants_reshuffle("auto", opts)
+    )
+    local = beam_options({"options": {"direct_running_mode": "multi_processing", "direct_num_workers": 2}})
+    assert local_workers(local) == 2 and wants_reshuffle("auto", local)
+    assert torch_threads("auto", local) == max(1, extract.cpu_count() // 2) and torch_threads(3, local) == 3
+    in_memory = beam_options({"options": {"direct_running_mode": "in_memory"}})
+    assert local_workers(in_memory) == 1 and not wants_reshuffle("auto", in_memory)
+
+
+def test_bad_feature_params_are_clear_errors(tmp_path, bert) -> None:
+    store = items_store(tmp_path / "store", catalog(tmp_path, 3))
+    with pytest.raises(ValueError, match="extract.features.x.input: expected 'text', 'image' or 'item_id'"):
+        extract.run(
+            {"extract": extract_params({"x": {"input": "audio", "encoder": "hf-llm", "model": str(bert)}})},
+            store,
+        )
+    with pytest.raises(ValueError, match=r"missing column\(s\) \['subtitle'\]"):
+        extract.run(
+            {
+                "extract": extract_params(
+                    {"x": {"fields": ["subtitle"], "encoder": "hf-llm", "model": str(bert)}}
+                )
+            },
+            store,
+        )
+
+
+@pytest.mark.slow
+def test_multi_process_direct_runner_gives_the_same_vectors(tmp_path, bert) -> None:
+    store = items_store(tmp_path / "store", catalog(tmp_path, 40))
+    feats = {"text": _features(bert)["text"]}
+    one = extract.run({"seed": 1, "extract": extract_params(feats, keep_previous=False)}, store)["text"]
+    a = read_table(store / "features/text").sort_by("item_idx")
+    mp = {
+        "runner": "DirectRunner",
+        "options": {"direct_running_mode": "multi_processing", "direct_num_workers": 2},
+    }
+    two = extract.run(
+        {"seed": 1, "extract": extract_params(feats, beam=mp, incremental=False, torch_threads="auto")}, store
+    )["text"]
+    b = read_table(store / "features/text").sort_by("item_idx")
+    assert two["beam"]["local_workers"] == 2 and two["counts"]["embedded"] == 40 == one["counts"]["embedded"]
+    np.testing.assert_allclose(
+        np.stack(a.column("embedding").to_numpy(zero_copy_only=False)),
+        np.stack(b.column("embedding").to_numpy(zero_copy_only=False)),
+        atol=1e-5,
+    )
