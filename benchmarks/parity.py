@@ -271,6 +271,21 @@ def main() -> None:
     (a.work / "runs").mkdir(parents=True, exist_ok=True)
     results = json.loads(a.out.read_text()) if a.out.exists() else {}
     models = results.setdefault("models", {})
+    results["setup"] = {
+        "dataset": "MovieLens-100K (../shared/datasets/ml-100k); our ingest, per-user seeded 8:1:1 split",
+        "features": {
+            "text_feat.npy": f"{TEXT}: all-MiniLM-L6-v2 over title + genres (384-d)",
+            "image_feat.npy": f"{IMAGE}: all-MiniLM-L6-v2 over the genre list (384-d); ML-100K has no images",
+        },
+        "protocol": "Adam lr 1e-3, batch 2048, early stopping on valid Recall@20 (stop after 21 evaluations "
+        "without a gain), test metrics of the best-valid epoch, full ranking with train items masked",
+        "max_epochs": a.max_epochs,
+        "seeds": a.seeds,
+        "threads": 1,
+        "reference": f"enoche/MMRec @ {mmrec_commit(a.mmrec)}, runtime shims in benchmarks/parity_mmrec.py",
+        "machine": f"{platform.machine()} x{os.cpu_count()}, {platform.system()}, torch {torch.__version__}",
+        "date": time.strftime("%Y-%m-%d"),
+    }
     for model in a.models:
         runs: dict[str, list[dict[str, Any]]] = {side: [] for side in a.sides}
         for seed in a.seeds:
@@ -293,23 +308,8 @@ def main() -> None:
             "hyper_parameters": {"ours": HPARAMS[model][0], "reference": HPARAMS[model][1], **COMMON},
             **summarise(runs),
         }
-    results["setup"] = {
-        "dataset": "MovieLens-100K (../shared/datasets/ml-100k); our ingest, per-user seeded 8:1:1 split",
-        "features": {
-            "text_feat.npy": f"{TEXT}: all-MiniLM-L6-v2 over title + genres (384-d)",
-            "image_feat.npy": f"{IMAGE}: all-MiniLM-L6-v2 over the genre list (384-d); ML-100K has no images",
-        },
-        "protocol": "Adam lr 1e-3, batch 2048, early stopping on valid Recall@20 (stop after 21 evaluations "
-        "without a gain), test metrics of the best-valid epoch, full ranking with train items masked",
-        "max_epochs": a.max_epochs,
-        "seeds": a.seeds,
-        "threads": 1,
-        "reference": f"enoche/MMRec @ {mmrec_commit(a.mmrec)}, runtime shims in benchmarks/parity_mmrec.py",
-        "machine": f"{platform.machine()} x{os.cpu_count()}, {platform.system()}, torch {torch.__version__}",
-        "date": time.strftime("%Y-%m-%d"),
-    }
-    a.out.parent.mkdir(parents=True, exist_ok=True)
-    a.out.write_text(json.dumps(results, indent=1) + "\n")
+        a.out.parent.mkdir(parents=True, exist_ok=True)
+        a.out.write_text(json.dumps(results, indent=1) + "\n")  # after each model: partial runs count
     print(
         json.dumps(
             {m: {k: v for k, v in r.items() if k != "hyper_parameters"} for m, r in models.items()}, indent=1

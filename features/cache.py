@@ -42,9 +42,8 @@ def previous_table(path: Path, key: str, dim: int) -> tuple[Path | None, str]:
         return None, f"encoder or input version changed (previous key {manifest.get('cache_key')!r})"
     if manifest.get("dim") != dim:
         return None, f"dimension changed ({manifest.get('dim')} -> {dim})"
-    files = sorted(path.glob("*.parquet"))
-    if not files and manifest.get("row_count"):
-        return None, "previous table has no Parquet files"
+    if not list(path.glob("*.parquet")) or not manifest.get("row_count"):
+        return None, "previous table has no rows"
     return path, f"previous table of {manifest.get('row_count')} rows"
 
 

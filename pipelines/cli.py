@@ -245,6 +245,7 @@ def report(
             curves_dir=Path("reports/curves"),
             ingest_stats=Path("reports/ingest.json"),
             train_summary=Path("models/train_summary.json"),
+            significance_path=Path("reports/significance.json"),
         )
     )
 

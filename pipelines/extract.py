@@ -20,6 +20,7 @@ import datetime as dt
 import logging
 import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -147,6 +148,189 @@ def _item_columns(items_dir: Path, kind: str, fields: list[str]) -> list[str]:
     return need
 
 
+@dataclass(frozen=True)
+class FeatureJob:
+    """Everything one feature's pipeline needs, decided before it starts (no model loaded)."""
+
+    name: str
+    kind: str
+    fields: list[str]
+    enc_spec: dict[str, Any]
+    desc: dict[str, Any]
+    key: str
+    items_dir: Path
+    items_manifest: dict[str, Any]
+    columns: list[str]
+    limits: dict[str, Any]
+    options: PipelineOptions
+    threads: int | None
+    previous: Path | None
+    cache_reason: str
+
+    @property
+    def schema(self) -> Any:
+        return schemas.feature_schema(self.desc["dim"])
+
+    @property
+    def event_ts(self) -> dt.datetime:
+        return dt.datetime.fromisoformat(self.items_manifest["created"])
+
+
+def plan_job(
+    name: str,
+    spec: dict[str, Any],
+    *,
+    store: Path,
+    ex: dict[str, Any],
+    seed: int,
+    extra_beam_args: list[str] | None = None,
+) -> FeatureJob:
+    """Check one feature's params against the items table and describe its encoder cheaply."""
+    items_dir = store / "items"
+    items_manifest = read_manifest(items_dir)
+    kind, enc_spec = feature_plan(name, spec, seed)
+    fields = list(spec.get("fields", ["title", "description"]))
+    encoder = build_encoder(enc_spec)  # resolves weights, dim and id without loading them
+    if encoder.modality != kind:
+        raise EncoderError(
+            f"params.yaml extract.features.{name}: input is {kind!r} but encoder {encoder.name!r} "
+            f"embeds {encoder.modality!r}"
+        )
+    desc = encoder.describe()
+    key = cache_key(desc["encoder_id"])
+    options = beam_options(ex.get("beam", {}), extra_beam_args)
+    if ex.get("incremental", True):
+        previous, reason = previous_table(store / "features" / name, key, desc["dim"])
+    else:
+        previous, reason = None, "incremental: false"
+    return FeatureJob(
+        name=name,
+        kind=kind,
+        fields=fields,
+        enc_spec=enc_spec,
+        desc=desc,
+        key=key,
+        items_dir=items_dir,
+        items_manifest=items_manifest,
+        columns=_item_columns(items_dir, kind, fields),
+        limits={
+            "max_image_pixels": int(ex.get("max_image_pixels", 50_000_000)),
+            "max_image_bytes": int(ex.get("max_image_bytes", 50_000_000)),
+            "max_text_chars": int(ex.get("max_text_chars", 20_000)),
+            "text_separator": str(ex.get("text_separator", ". ")),
+        },
+        options=options,
+        threads=torch_threads(ex.get("torch_threads", "auto"), options),
+        previous=previous,
+        cache_reason=reason,
+    )
+
+
+def build_pipeline(
+    p: beam.Pipeline,
+    job: FeatureJob,
+    ex: dict[str, Any],
+    out: Path,
+    rejects: Path,
+    notes: Path,
+    old_notes: Path,
+) -> None:
+    """The Beam graph of one feature, writing into the (temporary) ``out``, ``rejects``, ``notes``."""
+    rows = (
+        p
+        | "ReadItems" >> ReadFromParquetBatched(str(job.items_dir / "*.parquet"), columns=job.columns)
+        | "Rows" >> beam.FlatMap(table_rows)
+    )
+    if wants_reshuffle(ex.get("reshuffle", "auto"), job.options):
+        rows = rows | "Spread" >> beam.Reshuffle()
+    prev = job.previous
+    side = []
+    if prev is not None:  # item_id -> content_hash of the cached table, on every worker
+        index = (
+            p
+            | "ReadCacheIndex"
+            >> ReadFromParquetBatched(str(prev / "*.parquet"), columns=["item_id", "content_hash"])
+            | "CacheIndex" >> beam.FlatMap(lambda t: zip(*(c.to_pylist() for c in t.columns), strict=True))
+        )
+        side = [beam.pvalue.AsDict(index)]
+    prepared = rows | "Prepare" >> beam.ParDo(
+        PrepareInput(job.kind, job.fields, job.limits), *side
+    ).with_outputs("rejects", "reuse", main="ok")
+    embed = EmbedBatch(
+        job.enc_spec,
+        job.desc["dim"],
+        int(job.event_ts.timestamp() * 1e6),
+        threads=job.threads,
+        progress_total=job.items_manifest["row_count"] if ex.get("progress", True) else None,
+        label=job.name,
+    )
+    batch = beam.BatchElements(
+        min_batch_size=int(ex["min_batch_size"]), max_batch_size=int(ex["max_batch_size"])
+    )
+    embedded = (
+        prepared.ok
+        | "Batch" >> batch
+        | "Embed" >> beam.ParDo(embed).with_outputs("rejects", "notes", main="ok")
+    )
+    tables, note_rows = [embedded.ok], [embedded.notes]
+    if prev is not None:
+        reuse = beam.pvalue.AsDict(prepared.reuse)  # item_id -> new item_idx of unchanged items
+        tables.append(
+            p
+            | "ReadCache" >> ReadFromParquetBatched(str(prev / "*.parquet"))
+            | "KeepReused" >> beam.ParDo(KeepReused(job.schema), reuse)
+        )
+        if list(old_notes.glob("*.parquet")):
+            note_rows.append(
+                p
+                | "ReadCachedNotes" >> ReadFromParquetBatched(str(old_notes / "*.parquet"))
+                | "KeepReusedNotes" >> beam.ParDo(KeepReused(schemas.FEATURE_REJECTS), reuse)
+                | "NoteRows" >> beam.FlatMap(lambda t: t.to_pylist())
+            )
+    _ = (
+        tables
+        | "AllFeatures" >> beam.Flatten()
+        | "RowGroups" >> beam.ParDo(Rebatch(int(ex.get("row_group_mb", 64)) << 20))
+        | "WriteFeatures"
+        >> WriteToParquetBatched(
+            str(out / "part"),
+            schema=job.schema,
+            codec=ex.get("compression", "zstd"),
+            file_name_suffix=".parquet",
+        )
+    )
+    for label, pcolls, folder in (
+        ("Rejects", (prepared.rejects, embedded.rejects), rejects),
+        ("Notes", note_rows, notes),
+    ):
+        _ = (
+            pcolls
+            | f"All{label}" >> beam.Flatten()
+            | f"Write{label}"
+            >> WriteToParquet(
+                str(folder / "part"), schema=schemas.FEATURE_REJECTS, file_name_suffix=".parquet"
+            )
+        )
+
+
+def checked_counts(job: FeatureJob, result: Any, table_rows_: int, rejected_rows: int) -> dict[str, int]:
+    """Beam counters plus derived counts; raises unless every item is embedded, reused or rejected."""
+    counts = {k: _count(result, k) for k in COUNTERS}
+    prev_rows = previous_rows(job.previous) if job.previous else 0
+    counts["changed"] = counts["previous_seen"] - counts["reused"]
+    counts["removed"] = prev_rows - counts["previous_seen"] if job.previous else 0
+    problems = []
+    if counts["items_read"] != job.items_manifest["row_count"]:
+        problems.append(f"items {job.items_manifest['row_count']} != read {counts['items_read']}")
+    if counts["items_read"] != counts["embedded"] + counts["rejected"] + counts["reused"]:
+        problems.append("read != embedded + rejected + reused")
+    if table_rows_ != counts["embedded"] + counts["reused"] or rejected_rows != counts["rejected"]:
+        problems.append(f"table rows {table_rows_}, rejects rows {rejected_rows}")
+    if problems:
+        raise RuntimeError(f"extract {job.name}: counts not conserved ({'; '.join(problems)}): {counts}")
+    return counts
+
+
 def extract_feature(
     name: str,
     spec: dict[str, Any],
@@ -159,167 +343,43 @@ def extract_feature(
     """Run one feature's Beam pipeline and publish its table, rejects and notes atomically."""
     t0 = time.time()
     ex = extract_params
-    items_dir = store / "items"
-    items_manifest = read_manifest(items_dir)
-    kind, enc_spec = feature_plan(name, spec, seed)
-    fields = list(spec.get("fields", ["title", "description"]))
-    encoder = build_encoder(enc_spec)  # cheap: resolves weights, dim and id without loading them
-    if encoder.modality != kind:
-        raise EncoderError(
-            f"params.yaml extract.features.{name}: input is {kind!r} but encoder {encoder.name!r} "
-            f"embeds {encoder.modality!r}"
-        )
-    desc = encoder.describe()
-    key = cache_key(desc["encoder_id"])
-    schema = schemas.feature_schema(desc["dim"])
-    columns = _item_columns(items_dir, kind, fields)
-    event_ts = dt.datetime.fromisoformat(items_manifest["created"])
-    options = beam_options(ex.get("beam", {}), extra_beam_args)
-    threads = torch_threads(ex.get("torch_threads", "auto"), options)
-    limits = {
-        "max_image_pixels": int(ex.get("max_image_pixels", 50_000_000)),
-        "max_image_bytes": int(ex.get("max_image_bytes", 50_000_000)),
-        "max_text_chars": int(ex.get("max_text_chars", 20_000)),
-        "text_separator": str(ex.get("text_separator", ". ")),
-    }
-    out_dir = store / "features" / name
-    rej_dir = store / "features" / REJECTS_DIR / name
-    notes_dir = store / "features" / NOTES_DIR / name
-    prev, cache_reason = (
-        (None, "incremental: false")
-        if not ex.get("incremental", True)
-        else previous_table(out_dir, key, desc["dim"])
-    )
-    prev_rows = previous_rows(prev) if prev else 0
-    log.info("extract %s: %s, cache: %s", name, desc["encoder_id"], cache_reason)
+    job = plan_job(name, spec, store=store, ex=ex, seed=seed, extra_beam_args=extra_beam_args)
+    log.info("extract %s: %s, cache: %s", name, job.desc["encoder_id"], job.cache_reason)
+    features = store / "features"
     with contextlib.ExitStack() as stack:
-        tmp = stack.enter_context(
-            publish_keeping_previous(out_dir, keep_previous=bool(ex.get("keep_previous", True)))
-        )
-        rej_tmp = stack.enter_context(publish(rej_dir))
-        notes_tmp = stack.enter_context(publish(notes_dir))
-        with beam.Pipeline(options=options) as p:
-            rows = (
-                p
-                | "ReadItems" >> ReadFromParquetBatched(str(items_dir / "*.parquet"), columns=columns)
-                | "Rows" >> beam.FlatMap(table_rows)
-            )
-            if wants_reshuffle(ex.get("reshuffle", "auto"), options):
-                rows = rows | "Spread" >> beam.Reshuffle()
-            side = []
-            if prev is not None:
-                side = [
-                    beam.pvalue.AsDict(
-                        p
-                        | "ReadCacheIndex"
-                        >> ReadFromParquetBatched(
-                            str(prev / "*.parquet"), columns=["item_id", "content_hash"]
-                        )
-                        | "CacheIndex"
-                        >> beam.FlatMap(lambda t: zip(*(c.to_pylist() for c in t.columns), strict=True))
-                    )
-                ]
-            prepared = rows | "Prepare" >> beam.ParDo(PrepareInput(kind, fields, limits), *side).with_outputs(
-                "rejects", "reuse", main="ok"
-            )
-            embedded = (
-                prepared.ok
-                | "Batch"
-                >> beam.BatchElements(
-                    min_batch_size=int(ex["min_batch_size"]), max_batch_size=int(ex["max_batch_size"])
-                )
-                | "Embed"
-                >> beam.ParDo(
-                    EmbedBatch(
-                        enc_spec,
-                        desc["dim"],
-                        int(event_ts.timestamp() * 1e6),
-                        threads=threads,
-                        progress_total=items_manifest["row_count"] if ex.get("progress", True) else None,
-                        label=name,
-                    )
-                ).with_outputs("rejects", "notes", main="ok")
-            )
-            tables, notes = [embedded.ok], [embedded.notes]
-            if prev is not None:
-                reuse = beam.pvalue.AsDict(prepared.reuse)
-                tables.append(
-                    p
-                    | "ReadCache" >> ReadFromParquetBatched(str(prev / "*.parquet"))
-                    | "KeepReused" >> beam.ParDo(KeepReused(schema), reuse)
-                )
-                if list(notes_dir.glob("*.parquet")):
-                    notes.append(
-                        p
-                        | "ReadCachedNotes" >> ReadFromParquetBatched(str(notes_dir / "*.parquet"))
-                        | "KeepReusedNotes" >> beam.ParDo(KeepReused(schemas.FEATURE_REJECTS), reuse)
-                        | "NoteRows" >> beam.FlatMap(lambda t: t.to_pylist())
-                    )
-            _ = (
-                tables
-                | "AllFeatures" >> beam.Flatten()
-                | "RowGroups" >> beam.ParDo(Rebatch(int(ex.get("row_group_mb", 64)) << 20))
-                | "WriteFeatures"
-                >> WriteToParquetBatched(
-                    str(tmp / "part"),
-                    schema=schema,
-                    codec=ex.get("compression", "zstd"),
-                    file_name_suffix=".parquet",
-                )
-            )
-            _ = (
-                (prepared.rejects, embedded.rejects)
-                | "AllRejects" >> beam.Flatten()
-                | "WriteRejects"
-                >> WriteToParquet(
-                    str(rej_tmp / "part"), schema=schemas.FEATURE_REJECTS, file_name_suffix=".parquet"
-                )
-            )
-            _ = (
-                notes
-                | "AllNotes" >> beam.Flatten()
-                | "WriteNotes"
-                >> WriteToParquet(
-                    str(notes_tmp / "part"), schema=schemas.FEATURE_REJECTS, file_name_suffix=".parquet"
-                )
-            )
-        counts = {k: _count(p.result, k) for k in COUNTERS}
-        counts["changed"] = counts["previous_seen"] - counts["reused"]
-        counts["removed"] = prev_rows - counts["previous_seen"] if prev is not None else 0
+        keep = bool(ex.get("keep_previous", True))
+        tmp = stack.enter_context(publish_keeping_previous(features / name, keep_previous=keep))
+        rej_tmp = stack.enter_context(publish(features / REJECTS_DIR / name))
+        notes_tmp = stack.enter_context(publish(features / NOTES_DIR / name))
+        with beam.Pipeline(options=job.options) as p:
+            build_pipeline(p, job, ex, tmp, rej_tmp, notes_tmp, features / NOTES_DIR / name)
         stats = feature_stats(tmp)
         rejected_rows, noted_rows = _rows(rej_tmp), _rows(notes_tmp)
-        problems = []
-        if counts["items_read"] != items_manifest["row_count"]:
-            problems.append(f"items {items_manifest['row_count']} != read {counts['items_read']}")
-        if counts["items_read"] != counts["embedded"] + counts["rejected"] + counts["reused"]:
-            problems.append("read != embedded + rejected + reused")
-        if stats["rows"] != counts["embedded"] + counts["reused"] or rejected_rows != counts["rejected"]:
-            problems.append(f"table rows {stats['rows']}, rejects rows {rejected_rows}")
-        if problems:
-            raise RuntimeError(f"extract {name}: counts not conserved ({'; '.join(problems)}): {counts}")
-        beam_facts = {
-            "runner": str(options.view_as(StandardOptions).runner),
-            "options": ex.get("beam", {}).get("options"),
-            "local_workers": local_workers(options),
-            "torch_threads": threads,
-        }
+        counts = checked_counts(job, p.result, stats["rows"], rejected_rows)
         manifest = base_manifest(
             name,
-            schema,
+            job.schema,
             stats["rows"],
-            **desc,
-            cache_key=key,
+            **job.desc,
+            cache_key=job.key,
             input_version=INPUT_VERSION,
-            input=kind,
-            fields=fields if kind == "text" else None,
+            input=job.kind,
+            fields=job.fields if job.kind == "text" else None,
             counts=counts,
-            cache={"used": prev is not None, "reason": cache_reason, "previous_rows": prev_rows},
-            stats=stats,
-            inputs={
-                "items": {"row_count": items_manifest["row_count"], "created": items_manifest["created"]}
+            cache={
+                "used": job.previous is not None,
+                "reason": job.cache_reason,
+                "previous_rows": previous_rows(job.previous) if job.previous else 0,
             },
-            event_timestamp=event_ts.isoformat(),
-            beam=beam_facts,
+            stats=stats,
+            inputs={"items": {k: job.items_manifest[k] for k in ("row_count", "created")}},
+            event_timestamp=job.event_ts.isoformat(),
+            beam={
+                "runner": str(job.options.view_as(StandardOptions).runner),
+                "options": ex.get("beam", {}).get("options"),
+                "local_workers": local_workers(job.options),
+                "torch_threads": job.threads,
+            },
             seconds=round(time.time() - t0, 2),
         )
         write_manifest(tmp, manifest)
@@ -329,15 +389,12 @@ def extract_feature(
         "extract %s: %d items read = %d embedded + %d reused + %d rejected; %d removed, %d noted "
         "(%d texts truncated) in %.1fs; weights %s",
         name,
-        counts["items_read"],
-        counts["embedded"],
-        counts["reused"],
-        counts["rejected"],
-        counts["removed"],
-        counts["noted"],
-        counts["text_truncated"],
+        *(
+            counts[k]
+            for k in ("items_read", "embedded", "reused", "rejected", "removed", "noted", "text_truncated")
+        ),
         time.time() - t0,
-        desc["weights"],
+        job.desc["weights"],
     )
     return manifest
 

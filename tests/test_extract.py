@@ -197,22 +197,31 @@ def test_bad_feature_params_are_clear_errors(tmp_path, bert) -> None:
 
 
 @pytest.mark.slow
-def test_multi_process_direct_runner_gives_the_same_vectors(tmp_path, bert) -> None:
-    store = items_store(tmp_path / "store", catalog(tmp_path, 40))
+def test_multi_process_runner_reuses_the_cache_and_embeds_like_the_encoder(tmp_path, bert) -> None:
+    rows = catalog(tmp_path, 40)
+    store = items_store(tmp_path / "store", rows)
     feats = {"text": _features(bert)["text"]}
-    one = extract.run({"seed": 1, "extract": extract_params(feats, keep_previous=False)}, store)["text"]
-    a = read_table(store / "features/text").sort_by("item_idx")
+    extract.run({"seed": 1, "extract": extract_params(feats)}, store)
+    before = _by_id(store, "text")
+    for r in rows[5:7]:
+        r["description"] = "changed " + r["description"]
+    items_store(store, rows)
     mp = {
         "runner": "DirectRunner",
         "options": {"direct_running_mode": "multi_processing", "direct_num_workers": 2},
     }
-    two = extract.run(
-        {"seed": 1, "extract": extract_params(feats, beam=mp, incremental=False, torch_threads="auto")}, store
-    )["text"]
-    b = read_table(store / "features/text").sort_by("item_idx")
-    assert two["beam"]["local_workers"] == 2 and two["counts"]["embedded"] == 40 == one["counts"]["embedded"]
-    np.testing.assert_allclose(
-        np.stack(a.column("embedding").to_numpy(zero_copy_only=False)),
-        np.stack(b.column("embedding").to_numpy(zero_copy_only=False)),
-        atol=1e-5,
+    m = extract.run({"seed": 1, "extract": extract_params(feats, beam=mp, torch_threads="auto")}, store)[
+        "text"
+    ]
+    assert m["beam"]["local_workers"] == 2 and m["beam"]["torch_threads"] == max(1, extract.cpu_count() // 2)
+    assert m["counts"] | {"embedded": 2, "reused": 38, "changed": 2, "removed": 0} == m["counts"]
+    after = _by_id(store, "text")
+    from features.encoders import build_encoder
+    from features.inputs import prepare_text
+
+    enc = build_encoder({k: v for k, v in feats["text"].items() if k not in ("input", "fields")})
+    want = enc.encode([prepare_text(r, ["title", "description"])[0] for r in rows[5:7]])
+    np.testing.assert_allclose([after[r["item_id"]]["embedding"] for r in rows[5:7]], want, atol=1e-5)
+    assert all(
+        after[i]["embedding"] == before[i]["embedding"] for i in after if i not in {"item-0005", "item-0006"}
     )

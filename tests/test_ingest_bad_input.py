@@ -192,3 +192,12 @@ def test_unknown_source_and_unknown_option_name_the_param(tmp_path: Path) -> Non
         read_source({**data, "source": "csv"})
     with pytest.raises(SourceError, match=r"data.options: unknown option\(s\) \['seperator'\]"):
         read_source({**data, "options": {"seperator": ";"}})
+
+
+def test_quoted_newlines_and_crlf_keep_line_numbers(tmp_path: Path) -> None:
+    items = 'item_id,title,description\r\na,"A","multi\r\nline"\r\nb,B,"has, comma"\r\nc,C\r\n'
+    out = _run(_generic(tmp_path, "user_id,item_id\nu1,a\nu1,b\n", items))
+    assert out["items"].get_column("description").to_list() == ["multi\r\nline", "has, comma"]
+    rej = out["rejects"].filter(pl.col("source").str.ends_with("items.csv"))
+    assert rej.rows() == [(str(tmp_path / "items.csv"), 5, None, rej.item(0, "reason"), '"c,C"')]
+    assert rej.item(0, "reason").startswith("malformed line: 2 field(s), expected 3")

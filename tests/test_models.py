@@ -341,3 +341,23 @@ def test_score_ranks_with_embeddings(name: str) -> None:
         u, i = model.embeddings()
     assert model.score(users).shape == (3, data.n_items)
     torch.testing.assert_close(model.score(users), u[users] @ i.T)
+
+
+def test_negatives_come_from_train_items_and_never_a_users_own() -> None:
+    from training.sampling import NegativeSampler, epoch_shard
+
+    # Item 9 never appears in train: it must never be drawn. User 0 owns items 0..6.
+    users = np.array([0] * 7 + [1, 1, 2, 3, 4, 5])
+    items = np.array(list(range(7)) + [7, 8, 0, 1, 2, 3])
+    train_pairs = Interactions(users=users, items=items)
+    sampler = NegativeSampler(train_pairs, n_items=10)
+    rng = np.random.default_rng(0)
+    neg = sampler.sample(np.zeros(4000, dtype=np.int64), rng)
+    assert set(neg.tolist()) == {7, 8}  # user 0: train items minus its own
+    counts = np.bincount(neg, minlength=10)[[7, 8]]
+    assert abs(counts[0] / 4000 - 0.5) < 4 * np.sqrt(0.25 / 4000)  # uniform among candidates
+    u, p, n = epoch_shard(train_pairs, sampler, seed=1, epoch=0, rank=0, world_size=1)
+    assert len(u) == len(train_pairs)  # one negative per positive
+    own = set(zip(users.tolist(), items.tolist(), strict=True))
+    assert not any((a, b) in own for a, b in zip(u.tolist(), n.tolist(), strict=True))
+    assert not (n == 9).any()

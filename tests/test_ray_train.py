@@ -113,12 +113,13 @@ def _registered_checkpoint_epoch(run_dir: Path) -> int | None:
     return int(latest["metrics"]["epoch"]) if latest else None
 
 
-def _train_workers() -> list[psutil.Process]:
-    """Ray Train worker processes of this test session's own Ray (our descendants only)."""
+def _train_workers(exclude: frozenset[int] = frozenset()) -> list[psutil.Process]:
+    """Ray Train worker processes of this test session's own Ray (our descendants only),
+    leaving out ``exclude`` (lingering workers of an earlier fit)."""
     out = []
     for proc in psutil.Process().children(recursive=True):
         try:
-            if "RayTrainWorker" in " ".join(proc.cmdline()):
+            if proc.pid not in exclude and "RayTrainWorker" in " ".join(proc.cmdline()):
                 out.append(proc)
         except psutil.Error:
             continue
@@ -142,12 +143,13 @@ def test_killed_worker_recovers_from_the_last_checkpoint(runs, tmp_path) -> None
             out["error"] = e
 
     thread = threading.Thread(target=go)
+    earlier = frozenset(w.pid for w in _train_workers())
     thread.start()
     killed = None
     deadline = time.time() + 240
     while thread.is_alive() and killed is None and time.time() < deadline:
         epoch = _registered_checkpoint_epoch(run_dir)
-        workers = _train_workers()
+        workers = _train_workers(earlier)
         if epoch is not None and epoch < cfg.epochs - 1 and workers:
             killed = (workers[-1].pid, epoch)
             os.kill(workers[-1].pid, signal.SIGKILL)

@@ -53,6 +53,7 @@ def render(
     curves_dir: Path,
     ingest_stats: Path,
     train_summary: Path,
+    significance_path: Path | None = None,
 ) -> str:
     metrics = json.loads(metrics_path.read_text())
     ingest = json.loads(ingest_stats.read_text())
@@ -66,6 +67,31 @@ def render(
         + [m["best_epoch"], trained.get(name, {}).get("seconds_per_epoch", "")]
         for name, m in metrics.items()
     ]
+    kmax = max(ks)
+    breakdown_rows = []
+    for name, m in metrics.items():
+        b = m.get("test_breakdown") or {}
+        pop = b.get("by_popularity") or {}
+        few = b.get("few_interactions") or {}
+        breakdown_rows.append(
+            [name, b.get("coverage", {}).get(f"coverage@{kmax}", "")]
+            + [v.get(f"recall@{kmax}", "") for v in pop.values()]
+            + [few.get(f"recall@{kmax}", "")]
+        )
+    pop_names = list((next(iter(metrics.values()), {}).get("test_breakdown") or {}).get("by_popularity", {}))
+    sig_rows = []
+    if significance_path is not None and significance_path.exists():
+        for r in json.loads(significance_path.read_text()).get("pairs", []):
+            sig_rows.append(
+                [
+                    f"{r['a']} vs {r['b']}",
+                    r["metric"],
+                    r["diff"],
+                    f"[{r['ci_low']:.4f}, {r['ci_high']:.4f}]",
+                    f"{r['p_wilcoxon_holm']:.2g}",
+                    "yes" if r["significant"] else "no",
+                ]
+            )
     split_rows = [
         [s, v["users"], v["items"], v["interactions"], v["density"], v["cold_items"]]
         for s, v in ingest["split"].items()
@@ -117,6 +143,31 @@ text-align:right}} .warn{{background:#fec;padding:6px;border-left:4px solid #e80
 <h1>Multimodal recommendation report</h1>{warn}
 <h2>Models (test split, full ranking, training items masked)</h2>
 {_table(["model"] + cols + ["best epoch", "s/epoch"], model_rows)}
+<h3>Coverage and where the hits are (test, @{kmax})</h3>
+{
+        _table(
+            ["model", f"coverage@{kmax}"]
+            + [f"recall, items in popularity {p}" for p in pop_names]
+            + ["recall, users with few train items"],
+            breakdown_rows,
+        )
+    }
+<h3>Paired significance (per-user test metrics)</h3>
+{
+        _table(
+            [
+                "pair",
+                "metric",
+                "mean diff (a - b)",
+                "95% bootstrap CI",
+                "Holm-adjusted Wilcoxon p",
+                "significant",
+            ],
+            sig_rows,
+        )
+        if sig_rows
+        else "<p>no pairwise tests</p>"
+    }
 <h2>Training curves</h2>{img}
 <h2>Dataset</h2>
 <p>items: {c["items"]["input"]} in, {c["items"]["accepted"]} accepted, {c["items"]["rejected"]} rejected;

@@ -41,7 +41,7 @@ from training.models.channel_gcn import (
     xavier_normal_rows,
 )
 from training.models.fusion import sample_mix, spherical_bezier
-from training.models.losses import alignment, calibrated_uniformity, pair_values, uniformity
+from training.models.losses import alignment, calibrated_uniformity, uniformity
 from training.models.semantic_graphs import feature_weights, mixed_knn_graph
 from training.sparse import bipartite_adjacency
 
@@ -107,7 +107,7 @@ class CM3(Recommender):
         p = F.normalize(i_all[pos], dim=-1)
         n = F.normalize(i_all[neg], dim=-1)
         m = F.normalize(fused[neg], dim=-1)
-        sim = pair_values(m @ m.T).clamp(float(self.hp["min_sim"]), float(self.hp["max_sim"]))
+        sim = (m @ m.T).clamp(float(self.hp["min_sim"]), float(self.hp["max_sim"]))
         t = float(self.hp["uniformity_t"])
         uniform = (uniformity(u, t) + calibrated_uniformity(n, sim, t)) / 2
         return alignment(u, p) + float(self.hp["gamma"]) * uniform

@@ -21,27 +21,39 @@ import torch.nn.functional as F
 from torch import nn
 
 
-def _branch(c_in: int, c_out: int, kernel: int, dilation: int, momentum: float) -> nn.Sequential:
-    pad = dilation * (kernel - 1) // 2
-    return nn.Sequential(
-        nn.Conv1d(c_in, c_out, kernel, padding=pad, dilation=dilation),
-        nn.BatchNorm1d(c_out, momentum=momentum),
-        nn.ReLU(),
-    )
+def _conv(conv: nn.Conv1d, x: torch.Tensor) -> torch.Tensor:
+    """``conv(x)``; on a single position only the kernel's centre tap meets the input (the
+    other taps see zero padding), so that case is one matrix product."""
+    if x.shape[-1] != 1:
+        return conv(x)
+    k = conv.kernel_size[0]
+    return F.linear(x[..., 0], conv.weight[:, :, k // 2], conv.bias).unsqueeze(-1)
+
+
+class _Branch(nn.Module):
+    """Conv1d -> BatchNorm -> ReLU."""
+
+    def __init__(self, c_in: int, c_out: int, kernel: int, dilation: int, momentum: float) -> None:
+        super().__init__()
+        self.conv = nn.Conv1d(c_in, c_out, kernel, padding=dilation * (kernel - 1) // 2, dilation=dilation)
+        self.bn = nn.BatchNorm1d(c_out, momentum=momentum)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.relu(self.bn(_conv(self.conv, x)))
 
 
 class DilatedConvAttention(nn.Module):
     def __init__(self, c_in: int, c_out: int, rate: int = 1, bn_momentum: float = 0.1) -> None:
         super().__init__()
         self.branches = nn.ModuleList(
-            [_branch(c_in, c_out, 1, 1, bn_momentum)]
-            + [_branch(c_in, c_out, 3, s * rate, bn_momentum) for s in (6, 12, 18)]
+            [_Branch(c_in, c_out, 1, 1, bn_momentum)]
+            + [_Branch(c_in, c_out, 3, s * rate, bn_momentum) for s in (6, 12, 18)]
         )
-        self.global_branch = _branch(c_in, c_out, 1, 1, bn_momentum)
+        self.global_branch = _Branch(c_in, c_out, 1, 1, bn_momentum)
         cat = 5 * c_out
         self.channel_gate = nn.Conv1d(cat, 1, 1, bias=False)
         self.spatial_gate = nn.Conv1d(cat, 1, 1, bias=False)
-        self.project = _branch(cat, c_out, 1, 1, bn_momentum)
+        self.project = _Branch(cat, c_out, 1, 1, bn_momentum)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         flat = x.dim() == 2
@@ -52,7 +64,7 @@ class DilatedConvAttention(nn.Module):
         pooled = self.global_branch(x.mean(dim=-1, keepdim=True))
         parts.append(pooled.expand(-1, -1, length))
         cat = torch.cat(parts, dim=1)
-        channel = cat * F.relu(self.channel_gate(cat.mean(dim=-1, keepdim=True)))
-        spatial = cat * torch.sigmoid(self.spatial_gate(cat))
+        channel = cat * F.relu(_conv(self.channel_gate, cat.mean(dim=-1, keepdim=True)))
+        spatial = cat * torch.sigmoid(_conv(self.spatial_gate, cat))
         out = self.project(torch.maximum(channel, spatial) * cat)
         return out.squeeze(-1) if flat else out

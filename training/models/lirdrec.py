@@ -55,7 +55,8 @@ class ProgressiveWeightCopying(nn.Module):
     def __init__(self, n_users: int, n_channels: int, d: int, w1: float, base: float) -> None:
         super().__init__()
         self.scorers = nn.ModuleList(
-            nn.Sequential(nn.Linear(d, d // 4), nn.LeakyReLU(), nn.Linear(d // 4, 1)) for _ in range(n_channels)
+            nn.Sequential(nn.Linear(d, d // 4), nn.LeakyReLU(), nn.Linear(d // 4, 1))
+            for _ in range(n_channels)
         )
         self.theta = nn.Parameter(xavier_normal_rows(n_users, n_channels))
         self.base = base
@@ -121,7 +122,8 @@ class LIRDRec(Recommender):
 
     def propagate(self) -> tuple[torch.Tensor, torch.Tensor]:
         items = torch.stack(
-            [mlp(x) for mlp, x in zip(self.mlps, self.feats, strict=True)] + [self.shared_mlp(self.spectral)], dim=1
+            [mlp(x) for mlp, x in zip(self.mlps, self.feats, strict=True)] + [self.shared_mlp(self.spectral)],
+            dim=1,
         )
         users = self.user_pref.view(self.n_users, self.n_channels, self.d)
         u, i = propagate_channels(self.adj, users, items, int(self.hp["n_ui_layers"]))

@@ -19,58 +19,53 @@ def alignment(x: torch.Tensor, y: torch.Tensor, alpha: float = 2.0) -> torch.Ten
     return (x - y).norm(p=2, dim=1).pow(alpha).mean()
 
 
-def _upper(n: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    iu = torch.triu_indices(n, n, offset=1, device=device)
-    return iu[0], iu[1]
+def neg_sq_dists(x: torch.Tensor, t: float, y: torch.Tensor | None = None) -> torch.Tensor:
+    """The matrix -t ||x_i - y_j||^2 (``y`` defaults to ``x``) from a single matmul of
+    augmented rows [x_i, |x_i|^2, 1] . [2t y_j, -t, -t |y_j|^2]: no square root (duplicate
+    rows, e.g. a user twice in a batch, keep a finite gradient) and no n x n elementwise
+    passes."""
+    y = x if y is None else y
+    sx, sy = x.pow(2).sum(1, keepdim=True), y.pow(2).sum(1, keepdim=True)
+    a = torch.cat([x, sx, torch.ones_like(sx)], 1)
+    b = torch.cat([2.0 * t * y, torch.full_like(sy, -t), -t * sy], 1)
+    return a @ b.T
 
 
-def pair_sq_dists(x: torch.Tensor) -> torch.Tensor:
-    """Squared distances of all pairs i < j, in ``torch.pdist`` order, from one matmul.
-
-    No square root is taken, so duplicate rows (a user twice in a batch) have a finite
-    zero-distance gradient where ``pdist(x).pow(2)`` would not.
-    """
-    sq = x.pow(2).sum(1)
-    d = (sq[:, None] + sq[None, :] - 2.0 * (x @ x.T)).clamp_min(0.0)
-    i, j = _upper(x.shape[0], x.device)
-    return d[i, j]
-
-
-def pair_values(m: torch.Tensor) -> torch.Tensor:
-    """The entries i < j of a square matrix, in ``torch.pdist`` order."""
-    i, j = _upper(m.shape[0], m.device)
-    return m[i, j]
-
-
-def _log_mean_exp(z: torch.Tensor) -> torch.Tensor:
-    return torch.logsumexp(z, dim=0) - math.log(z.numel())
+def _log_mean_exp_pairs(z: torch.Tensor) -> torch.Tensor:
+    """log mean_{i<j} exp(z_ij) of a fresh symmetric (n, n) matrix (its diagonal is
+    overwritten): the i != j terms hold every pair twice, so it is the logsumexp over
+    i != j minus log n(n-1), without gathering the n^2 / 2 upper-triangle entries."""
+    n = z.shape[0]
+    z.diagonal().fill_(float("-inf"))
+    return torch.logsumexp(z.flatten(), dim=0) - math.log(n * (n - 1))
 
 
 def uniformity(x: torch.Tensor, t: float = 2.0) -> torch.Tensor:
-    """log mean_{i<j} exp(-t ||x_i - x_j||^2) (Wang & Isola)."""
-    return _log_mean_exp(-t * pair_sq_dists(x))
+    """log mean_{i<j} exp(-t ||x_i - x_j||^2) (Wang & Isola; ``torch.pdist`` pairs)."""
+    return _log_mean_exp_pairs(neg_sq_dists(x, t))
 
 
 def calibrated_uniformity(x: torch.Tensor, sim: torch.Tensor, t: float = 2.0) -> torch.Tensor:
     """CM3's calibrated uniformity: log mean_{i<j} exp(-t (||x_i - x_j||^2 - 2 + 2 s_ij)).
 
-    ``sim`` holds s_ij for the pairs i < j (``pair_values`` of a clamped similarity
-    matrix). Each pair's repulsion is weighted by exp(2t (1 - s_ij)): items with similar
-    content repel less. With every s_ij = 0 this is ``uniformity(x, t) + 2t`` (the same
-    gradients); with every s_ij = 1 it is exactly ``uniformity(x, t)``.
+    ``sim`` is the symmetric (n, n) matrix of s_ij (CM3: clamped cosines of the items'
+    fused content vectors). Each pair's repulsion is weighted by exp(2t (1 - s_ij)):
+    items with similar content repel less. With every s_ij = 0 this is
+    ``uniformity(x, t) + 2t`` (a constant apart: the same gradients); with every
+    s_ij = 1 it is exactly ``uniformity(x, t)``.
     """
-    return _log_mean_exp(-t * (pair_sq_dists(x) - 2.0 + 2.0 * sim))
+    return _log_mean_exp_pairs(torch.add(neg_sq_dists(x, t), sim, alpha=-2.0 * t)) + 2.0 * t
 
 
 def gaussian_mmd(x: torch.Tensor, y: torch.Tensor, bandwidth: float = 1.0) -> torch.Tensor:
     """Biased (V-statistic) MMD^2 with kernel exp(-||a - b||^2 / (2 sigma^2)):
     mean K(x, x) + mean K(y, y) - 2 mean K(x, y). Zero when x and y are the same sample."""
+    t = 1.0 / (2.0 * bandwidth**2)
 
-    def kernel(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        d = (a.pow(2).sum(1)[:, None] + b.pow(2).sum(1)[None, :] - 2.0 * (a @ b.T)).clamp_min(0.0)
-        return torch.exp(-d / (2.0 * bandwidth**2))
+    def kernel_mean(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        return torch.exp(neg_sq_dists(a, t, b)).mean()
 
-    return kernel(x, x).mean() + kernel(y, y).mean() - 2.0 * kernel(x, y).mean()
+    return kernel_mean(x, x) + kernel_mean(y, y) - 2.0 * kernel_mean(x, y)
 
 
 def info_nce(a: torch.Tensor, b: torch.Tensor, tau: float) -> torch.Tensor:

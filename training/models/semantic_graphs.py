@@ -46,7 +46,9 @@ def feature_weights(names: list[str], weights: dict[str, float] | None, model: s
     return {n: float(weights[n]) for n in names}
 
 
-def mixed_knn_graph(data: TrainData, names: list[str], weights: dict[str, float], k: int, chunk: int) -> Graph:
+def mixed_knn_graph(
+    data: TrainData, names: list[str], weights: dict[str, float], k: int, chunk: int
+) -> Graph:
     """sum_m w_m * (binary top-k cosine graph of feature m, values 1/sqrt(deg_r deg_c))."""
     total = None
     for n in names:

@@ -117,7 +117,9 @@ class SIGE(Recommender):
         fused = torch.stack(views).mean(0)
         final = behaviour + fused
         u, p, n = final[users], final[nu + pos], final[nu + neg]
-        loss = bpr_loss((u * p).sum(-1), (u * n).sum(-1)) + float(self.hp["reg_weight"]) * half_sq_reg(u, p, n)
+        loss = bpr_loss((u * p).sum(-1), (u * n).sum(-1)) + float(self.hp["reg_weight"]) * half_sq_reg(
+            u, p, n
+        )
         tau, eps = float(self.hp["tau"]), float(self.hp["perturb_eps"])
         groups = [users.unique(), nu + pos.unique()]  # users and items contrasted separately
         if float(self.hp["cl_weight"]) > 0 and eps > 0:
