@@ -83,9 +83,12 @@ log = logging.getLogger("parity_zoo2")
 
 
 def prepare(work: Path) -> Path:
-    """The part-1 parity data (ingest -> extract -> graph -> MMRec export), reused."""
+    """The part-1 parity data (ingest -> extract -> graph -> MMRec export), reused; an
+    existing export is kept (several runs may share the folder)."""
     from benchmarks.parity import prepare as prepare_ml100k
 
+    if (work / "mmrec_data" / DATASET / "export.json").exists() and (work / "store").exists():
+        return work / "store"
     return prepare_ml100k(work)
 
 
@@ -145,7 +148,9 @@ def run_reference(args: argparse.Namespace, model: str, seed: int, fresh: bool) 
         "topk": [10, 20],
         "valid_metric": "Recall@20",
     }
-    out = args.work / "runs" / f"ref_{model}_{seed}_{int(fresh)}.raw.json"
+    out = args.work / "runs" / f"ref_{model}_{seed}_{int(fresh)}_{args.max_epochs}.raw.json"
+    if out.exists():
+        return json.loads(out.read_text())
     cmd = [
         sys.executable, "-m", "benchmarks.parity_zoo2_ref",
         "--src", str(args.refs / spec["repo"] / "src"),

@@ -116,8 +116,11 @@ def prepare(dataset: str, args: argparse.Namespace, base: dict[str, Any]) -> tup
 
 def run_one(dataset: str, model: str, seed: int, work: Path, args: argparse.Namespace, base: dict[str, Any]):
     """Train and evaluate one (model, seed) through the train and evaluate stages."""
+    import torch
+
     from training import evaluate_stage, train_stage
 
+    torch.set_num_threads(args.threads)  # the extract stage sets its own thread count in-process
     p = bench_params(base, dataset, model, seed, args)
     run_dir = work / "runs" / f"{model}-seed{seed}"
     store, graphs = work / "store", work / "store/graphs/item_knn"

@@ -80,10 +80,7 @@ def prepare(dataset: str, args: argparse.Namespace, base: dict[str, Any]) -> tup
     work = args.work / dataset
     p = bench_params(base, dataset, MODELS[0], 0, args)
     stats = work / "reports" / "ingest.json"
-    if not stats.exists():
-        summary = ingest.run(p, work / "store", stats)
-    else:
-        summary = json.loads(stats.read_text())
+    summary = json.loads(stats.read_text()) if stats.exists() else ingest.run(p, work / "store", stats)
     graphs = work / "store" / "graphs" / "item_knn"
     if not all((graphs / f).exists() for f in FEATURES[dataset]):
         extract.run(p, work / "store")
@@ -146,7 +143,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--params", type=Path, default=ROOT / "params.yaml")
     ap.add_argument("--out", type=Path, default=DEFAULT_OUT)
     ap.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "mmrec-real-data-zoo2")
-    ap.add_argument("--seed-store", type=Path, default=None, help="an ml100k store to copy instead of ingesting")
+    ap.add_argument(
+        "--seed-store", type=Path, default=None, help="an ml100k store to copy instead of ingesting"
+    )
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     for noisy in ("apache_beam", "sentence_transformers", "httpx", "urllib3"):
@@ -159,7 +158,8 @@ def main(argv: list[str] | None = None) -> int:
 
     base = yaml.safe_load(args.params.read_text())
     setup = {
-        "command": "python -m benchmarks.real_data_zoo2 " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "command": "python -m benchmarks.real_data_zoo2 "
+        + " ".join(argv if argv is not None else sys.argv[1:]),
         "backend": "local (in-process, the loop Ray Train wraps)",
         "features": {ds: sorted(f) for ds, f in FEATURES.items()},
         "protocol": f"Adam, batch 2048, params.yaml hyper-parameters, early stopping on valid Recall@20 "

@@ -354,3 +354,14 @@ def test_lirdrec_schedule_survives_a_checkpoint(tmp_path) -> None:
     train(cfg, data, resumed)
     a, b = full.final_state["history"], resumed.final_state["history"]
     assert [r["loss"] for r in a] == pytest.approx([r["loss"] for r in b], rel=1e-5)
+
+
+@pytest.mark.parametrize("name", ZOO2)
+def test_constant_tensors_are_visible_to_move_to_device(name: str) -> None:
+    """``training.loop.move_to_device`` moves plain tensor attributes of every submodule;
+    a tensor hidden in a list or tuple attribute would stay on the CPU."""
+    model = build_model(name, _toy(), {})
+    for module in model.modules():
+        for key, value in vars(module).items():
+            if isinstance(value, list | tuple) and not key.startswith("_"):
+                assert not any(isinstance(v, torch.Tensor) for v in value), f"{type(module).__name__}.{key}"

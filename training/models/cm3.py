@@ -42,7 +42,7 @@ from training.models.channel_gcn import (
 )
 from training.models.fusion import sample_mix, spherical_bezier
 from training.models.losses import alignment, calibrated_uniformity, uniformity
-from training.models.semantic_graphs import feature_weights, mixed_knn_graph
+from training.models.semantic_graphs import ConstTensors, feature_weights, mixed_knn_graph
 from training.sparse import bipartite_adjacency
 
 
@@ -71,7 +71,7 @@ class CM3(Recommender):
         self.d = d
         self.n_channels = len(self.features) + 1
         # Constant inputs, plain attributes (not buffers): DDP must not broadcast them.
-        self.feats = [f.tensor() for f in self.features]
+        self.feats = ConstTensors([f.tensor() for f in self.features])
         self.mlps = nn.ModuleList(feature_mlp(f.dim, d) for f in self.features)
         self.fuse_proj = nn.ModuleList(nn.Linear(f.dim, d) for f in self.features)
         for layer in self.fuse_proj:

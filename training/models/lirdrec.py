@@ -38,7 +38,7 @@ from training.models.channel_gcn import (
     xavier_normal_rows,
 )
 from training.models.dct import dct_ortho
-from training.models.semantic_graphs import feature_weights, mixed_knn_graph
+from training.models.semantic_graphs import ConstTensors, feature_weights, mixed_knn_graph
 from training.sparse import bipartite_adjacency
 
 
@@ -101,7 +101,7 @@ class LIRDRec(Recommender):
         d = int(self.hp["embedding_dim"])
         self.d = d
         self.n_channels = len(self.features) + 1
-        self.feats = [f.tensor() for f in self.features]
+        self.feats = ConstTensors([f.tensor() for f in self.features])
         # The shared channel's input: the features' DCT side by side (fixed, computed once).
         self.spectral = torch.cat([dct_ortho(x) for x in self.feats], dim=1)
         self.mlps = nn.ModuleList(feature_mlp(f.dim, d) for f in self.features)

@@ -38,7 +38,7 @@ from training.data import TrainData
 from training.models.base import Recommender, bpr_loss, half_sq_reg, register
 from training.models.dilated_attention import DilatedConvAttention
 from training.models.losses import gaussian_mmd, info_nce
-from training.models.semantic_graphs import similarity_knn_graph, user_item_block
+from training.models.semantic_graphs import ConstTensors, similarity_knn_graph, user_item_block
 from training.sparse import bipartite_adjacency, propagate_mean, spmm
 
 
@@ -94,7 +94,9 @@ class ModalityAlignment(Recommender):
             self.query_common = nn.Sequential(nn.Linear(d, d), nn.Tanh(), nn.Linear(d, 1, bias=False))
             self.prefer_gates = nn.ModuleList(_gate(d) for _ in self.features)
         k, chunk = int(self.hp["knn_k"]), int(self.hp["knn_chunk_size"])
-        self.mm_graphs = [similarity_knn_graph(f.values, k, chunk) for f in self.features]
+        self.mm_graphs = ConstTensors(
+            [t for f in self.features for t in similarity_knn_graph(f.values, k, chunk)]
+        )
         self.r, self.r_t = user_item_block(data)
         self.adj = bipartite_adjacency(data.train.users, data.train.items, self.n_users, self.n_items)
 
@@ -108,7 +110,7 @@ class ModalityAlignment(Recommender):
             dream = self.dream[m](self.encoders[m](feat))
             dreams.append(dream)
             h = self.item_emb.weight * self.item_gates[m](self.drop(self.norm(dream)))
-            adj, adj_t = self.mm_graphs[m]
+            adj, adj_t = self.mm_graphs.pairs()[m]
             for _ in range(int(self.hp["n_layers"])):
                 h = spmm(adj, h, adj_t)
             views.append(torch.cat([spmm(self.r, h, self.r_t), h]))

@@ -15,6 +15,7 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 import torch
+from torch import nn
 
 from training.data import TrainData
 from training.graph import knn_chunked
@@ -120,3 +121,28 @@ def user_item_block(data: TrainData) -> Graph:
     u, i = data.train.users, data.train.items
     vals = sym_norm_values(u, i, data.n_users, data.n_items)
     return with_transpose(csr(u, i, vals, (data.n_users, data.n_items)))
+
+
+class ConstTensors(nn.Module):
+    """Constant tensors (feature tables, graphs) held as plain attributes of a submodule:
+    ``training.loop.move_to_device`` moves them with the model, they stay out of the
+    state dict, and DDP never broadcasts them. Indexable like a list."""
+
+    def __init__(self, tensors: list[torch.Tensor]) -> None:
+        super().__init__()
+        self.size = len(tensors)
+        for i, t in enumerate(tensors):
+            setattr(self, f"t{i}", t)
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        return getattr(self, f"t{i}")
+
+    def __iter__(self):  # type: ignore[override]
+        return (self[i] for i in range(self.size))
+
+    def pairs(self) -> list[Graph]:
+        """Consecutive (adjacency, transpose) pairs."""
+        return [(self[i], self[i + 1]) for i in range(0, self.size, 2)]

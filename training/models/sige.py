@@ -40,6 +40,7 @@ from training.data import TrainData
 from training.models.base import Recommender, bpr_loss, half_sq_reg, register
 from training.models.losses import anchor_info_nce, info_nce
 from training.models.semantic_graphs import (
+    ConstTensors,
     cooccurrence_knn_graph,
     similarity_knn_graph,
     user_item_block,
@@ -82,22 +83,23 @@ class SIGE(Recommender):
         self.item_emb = nn.Embedding(self.n_items, d)
         nn.init.xavier_uniform_(self.user_emb.weight)
         nn.init.xavier_uniform_(self.item_emb.weight)
-        self.feats = [f.tensor() for f in self.features]
+        self.feats = ConstTensors([f.tensor() for f in self.features])
         self.proj = nn.ModuleList(nn.Linear(f.dim, d) for f in self.features)
         k, chunk = int(self.hp["knn_k"]), int(self.hp["knn_chunk_size"])
         beta = float(self.hp["collab_weight"])
         collab = cooccurrence_knn_graph(data, int(self.hp["collab_k"]), chunk)
-        self.item_graphs = []
+        graphs = []
         for f in self.features:
             semantic = similarity_knn_graph(f.values, k, chunk)[0].to_sparse_coo()
-            self.item_graphs.append(with_transpose((1.0 - beta) * semantic + beta * collab))
+            graphs.extend(with_transpose((1.0 - beta) * semantic + beta * collab))
+        self.item_graphs = ConstTensors(graphs)
         self.r, self.r_t = user_item_block(data)
         self.adj = bipartite_adjacency(data.train.users, data.train.items, self.n_users, self.n_items)
 
     def semantic_views(self, eps: float = 0.0) -> list[torch.Tensor]:
         """Per modality, users+items stacked; ``eps`` > 0 perturbs every hop."""
         views = []
-        for proj, x, (adj, adj_t) in zip(self.proj, self.feats, self.item_graphs, strict=True):
+        for proj, x, (adj, adj_t) in zip(self.proj, self.feats, self.item_graphs.pairs(), strict=True):
             h = self.item_emb.weight * torch.sigmoid(proj(x))
             for _ in range(int(self.hp["n_mm_layers"])):
                 h = spmm(adj, h, adj_t)
