@@ -231,6 +231,7 @@ def main() -> None:
     ap.add_argument("--max-epochs", type=int, default=1000)
     ap.add_argument("--sides", nargs="+", default=None, help="subset of each model's sides")
     ap.add_argument("--out", type=Path, default=RESULTS / "parity.json")
+    ap.add_argument("--cached-only", action="store_true", help="summarise finished runs, start none")
     a = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     for noisy in ("training", "pipelines", "features", "apache_beam"):
@@ -248,6 +249,8 @@ def main() -> None:
                 cached = a.work / "runs" / f"{side}_{model}_{seed}_{a.max_epochs}.json"
                 if cached.exists():
                     r = json.loads(cached.read_text())
+                elif a.cached_only:
+                    continue
                 elif side == "ours":
                     r = run_ours(store, model, seed, a.max_epochs)
                 else:

@@ -12,7 +12,9 @@ is absent. These models need item features:
   fusion is then the projected title vector, the modality-alignment model has no MMD
   term, SIGE's anchor loss has one view).
 
-Runs are merged into ``benchmarks/results/real_data.json`` (its ``runs`` list, keyed by
+Each finished run is kept as ``<work>/<dataset>/runs/<model>-seed<seed>/record-<epochs>.json``
+and not trained again; a rerun only merges. Runs are merged into
+``benchmarks/results/real_data.json`` (its ``runs`` list, keyed by
 dataset, model and seed; the file is re-read right before each write so other writers'
 rows are kept) and the per-model summary is recomputed over all runs.
 
@@ -176,8 +178,13 @@ def main(argv: list[str] | None = None) -> int:
         work, _ = prepare(ds, args, base)
         for model in args.models.split(","):
             for seed in (int(s) for s in args.seeds.split(",")):
-                log.info("real_data_zoo2: %s %s seed %d", ds, model, seed)
-                run = run_one(ds, model, seed, work, args, base)
+                record = work / "runs" / f"{model}-seed{seed}" / f"record-{args.epochs}.json"
+                if record.exists():  # finished before: merge again (another writer may have dropped it)
+                    run = json.loads(record.read_text())
+                else:
+                    log.info("real_data_zoo2: %s %s seed %d", ds, model, seed)
+                    run = run_one(ds, model, seed, work, args, base)
+                    record.write_text(json.dumps(run, indent=1) + "\n")
                 merge(args.out, run, setup)
                 log.info("real_data_zoo2: %s", json.dumps(run))
     return 0

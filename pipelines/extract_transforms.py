@@ -63,17 +63,18 @@ def issue_row(item_idx: Any, item_id: Any, reason: str, detail: str = "") -> dic
     }
 
 
-def table_rows(table: pa.Table) -> Iterator[dict[str, Any]]:
+def table_rows(table: pa.Table, chunk_rows: int = 1024) -> Iterator[dict[str, Any]]:
     """Rows of an items batch with string columns as raw bytes: invalid UTF-8 becomes a
-    reject of that item later, instead of an exception that stops the whole read."""
-    cols = {}
-    for name in table.column_names:
-        col = table.column(name)
-        if pa.types.is_string(col.type) or pa.types.is_large_string(col.type):
-            col = col.cast(pa.binary() if pa.types.is_string(col.type) else pa.large_binary())
-        cols[name] = col.to_pylist()
-    for i in range(table.num_rows):
-        yield {k: v[i] for k, v in cols.items()}
+    reject of that item later, instead of an exception that stops the whole read. Python
+    objects exist for ``chunk_rows`` rows at a time, whatever the row-group size."""
+    for batch in table.to_batches(max_chunksize=chunk_rows):
+        cols = {}
+        for name, col in zip(batch.schema.names, batch.columns, strict=True):
+            if pa.types.is_string(col.type) or pa.types.is_large_string(col.type):
+                col = col.cast(pa.binary() if pa.types.is_string(col.type) else pa.large_binary())
+            cols[name] = col.to_pylist()
+        for i in range(batch.num_rows):
+            yield {k: v[i] for k, v in cols.items()}
 
 
 class PrepareInput(beam.DoFn):

@@ -365,3 +365,29 @@ def test_constant_tensors_are_visible_to_move_to_device(name: str) -> None:
         for key, value in vars(module).items():
             if isinstance(value, list | tuple) and not key.startswith("_"):
                 assert not any(isinstance(v, torch.Tensor) for v in value), f"{type(module).__name__}.{key}"
+
+
+@pytest.mark.slow
+def test_zoo2_through_the_train_and_evaluate_stages(tiny_store, tmp_path, ray_session) -> None:
+    """Adding the names to train.models is all it takes; Ray Train (2 workers, DDP) runs
+    the models with buffers, BatchNorm and a per-epoch schedule."""
+    from training import evaluate_stage, train_stage
+
+    root, p = tiny_store
+    store, graphs = root / "store", root / "store/graphs/item_knn"
+    train = {**p["train"], "models": ZOO2, "backend": "local"}
+    train["common"] = {**train["common"], "epochs": 2}
+    local = {**p, "train": train}
+    summary = train_stage.run(local, store, graphs, tmp_path / "models", tmp_path / "curves")
+    assert set(summary) == set(ZOO2)
+    metrics = evaluate_stage.run(
+        local, store, graphs, tmp_path / "models", tmp_path / "metrics.json", tmp_path / "per_user"
+    )
+    for name in ZOO2:
+        assert 0 <= metrics[name]["test"]["recall@20"] <= 1
+    ray = {
+        **p,
+        "train": {**train, "models": ["lirdrec", "modality_alignment"], "backend": "ray", "workers": 2},
+    }
+    summary = train_stage.run(ray, store, graphs, tmp_path / "ray_models", tmp_path / "ray_curves")
+    assert set(summary) == {"lirdrec", "modality_alignment"}
