@@ -14,7 +14,10 @@
    21 evaluations without improvement, so ours runs with patience 21), and report test
    metrics of the best-valid epoch plus the training seconds per epoch (no evaluation),
    counted as CPU seconds of each process (wall time on a shared machine is noise).
-3. ``benchmarks/results/parity.json`` gets means and spreads over the seeds.
+3. Timing, side by side: for FREEDOM and LightGCN, 3 alternations of a 10-epoch run of
+   each side (``timing`` in the results; the full runs' seconds per epoch are kept too,
+   but they ran minutes apart on a machine whose load changes).
+4. ``benchmarks/results/parity.json`` gets means and spreads over the seeds.
 
     nice -n 10 .venv/bin/python -m benchmarks.parity --mmrec /tmp/mmrec   # a checkout of enoche/MMRec
 """
@@ -164,6 +167,7 @@ def run_ours(store: Path, model: str, seed: int, max_epochs: int) -> dict[str, A
         "epochs": len(history),
         "test": {k: float(v) for k, v in test.items() if k != "users"},
         "train_seconds_per_epoch": float(np.mean([r["train_seconds"] for r in history])),
+        "train_seconds_per_epoch_list": [r["train_seconds"] for r in history],
         "eval_seconds_per_epoch": float(np.mean([r["seconds"] - r["train_seconds"] for r in history])),
         "wall_seconds": time.time() - t0,
         "threads": torch.get_num_threads(),
@@ -180,7 +184,7 @@ def run_reference(mmrec: Path, work: Path, model: str, seed: int, max_epochs: in
         "topk": [10, 20],
         "valid_metric": "Recall@20",
     }
-    out = work / "runs" / f"mmrec_{model}_{seed}.raw.json"
+    out = work / "runs" / f"mmrec_{model}_{seed}_{max_epochs}.raw.json"
     cmd = [
         sys.executable,
         "-m",
@@ -249,6 +253,34 @@ def mmrec_commit(mmrec: Path) -> str:
         return "unknown"
 
 
+def timing(
+    mmrec: Path, work: Path, store: Path, models: list[str], epochs: int, rounds: int
+) -> dict[str, Any]:
+    """Seconds per training epoch, side by side: ``rounds`` alternations of a short run of
+    each side (``epochs`` epochs, seed 1), so both meet the same machine load. The figure
+    per run is its mean over epochs 2..N (the first pays one-off warm-up)."""
+    out: dict[str, Any] = {}
+    for model in models:
+        sides: dict[str, list[float]] = {"reference": [], "ours": []}
+        for _ in range(rounds):
+            for side in sides:
+                if side == "ours":
+                    r = run_ours(store, model, 1, epochs)
+                else:
+                    r = run_reference(mmrec, work, model, 1, epochs)
+                per_epoch = r["train_seconds_per_epoch_list"][1:] or r["train_seconds_per_epoch_list"]
+                sides[side].append(round(float(np.mean(per_epoch)), 4))
+        ratios = [o / r for o, r in zip(sides["ours"], sides["reference"], strict=True)]
+        out[model] = {
+            **{f"{k}_seconds_per_epoch": v for k, v in sides.items()},
+            "ratio_per_round": [round(x, 3) for x in ratios],
+            "ratio_median": round(float(np.median(ratios)), 3),
+            "epochs_per_run": epochs,
+        }
+        log.info("timing %s: %s", model, out[model])
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--mmrec", type=Path, required=True, help="a checkout of github.com/enoche/MMRec")
@@ -258,6 +290,9 @@ def main() -> None:
     ap.add_argument("--max-epochs", type=int, default=1000)
     ap.add_argument("--sides", nargs="+", default=["reference", "ours"])
     ap.add_argument("--out", type=Path, default=RESULTS / "parity.json")
+    ap.add_argument("--timing-models", nargs="*", default=["freedom", "lightgcn"])
+    ap.add_argument("--timing-epochs", type=int, default=10)
+    ap.add_argument("--timing-rounds", type=int, default=3)
     a = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     for noisy in ("training", "pipelines", "features", "apache_beam"):
@@ -310,6 +345,9 @@ def main() -> None:
         }
         a.out.parent.mkdir(parents=True, exist_ok=True)
         a.out.write_text(json.dumps(results, indent=1) + "\n")  # after each model: partial runs count
+    if a.timing_models:
+        results["timing"] = timing(a.mmrec, a.work, store, a.timing_models, a.timing_epochs, a.timing_rounds)
+        a.out.write_text(json.dumps(results, indent=1) + "\n")
     print(
         json.dumps(
             {m: {k: v for k, v in r.items() if k != "hyper_parameters"} for m, r in models.items()}, indent=1

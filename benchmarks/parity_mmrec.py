@@ -137,6 +137,7 @@ def run(src: Path, data_path: Path, dataset: str, model: str, seed: int, overrid
         "valid": {k: float(v) for k, v in valid_result.items()},
         "test": {k: float(v) for k, v in test_result.items()},
         "train_seconds_per_epoch": sum(train_times) / max(1, epochs),
+        "train_seconds_per_epoch_list": [round(t, 4) for t in train_times],
         "eval_seconds_per_epoch": sum(eval_times) / max(1, epochs),
         "wall_seconds": time.time() - t0,
         "threads": __import__("torch").get_num_threads(),

@@ -290,7 +290,7 @@ def build_pipeline(
     _ = (
         tables
         | "AllFeatures" >> beam.Flatten()
-        | "RowGroups" >> beam.ParDo(Rebatch(int(ex.get("row_group_mb", 64)) << 20))
+        | "RowGroups" >> beam.ParDo(Rebatch(int(ex.get("row_group_mb", 32)) << 20))
         | "WriteFeatures"
         >> WriteToParquetBatched(
             str(out / "part"),

@@ -20,14 +20,15 @@ class NegativeSampler:
 
     def sample(self, users: np.ndarray, rng: np.random.Generator, max_rounds: int = 100) -> np.ndarray:
         neg = self.candidates[rng.integers(0, len(self.candidates), len(users))]
+        todo = np.arange(len(users))  # only the clashing draws are checked again
         for _ in range(max_rounds):
-            keys = users * self.n_items + neg
+            keys = users[todo] * self.n_items + neg[todo]
             pos = np.searchsorted(self.pos_keys, keys)
             pos[pos == len(self.pos_keys)] = 0
-            clash = self.pos_keys[pos] == keys
-            if not clash.any():
+            todo = todo[self.pos_keys[pos] == keys]
+            if not len(todo):
                 break
-            neg[clash] = self.candidates[rng.integers(0, len(self.candidates), int(clash.sum()))]
+            neg[todo] = self.candidates[rng.integers(0, len(self.candidates), len(todo))]
         return neg
 
 

@@ -120,16 +120,24 @@ def xavier_normal_linear(layer: nn.Linear) -> nn.Linear:
     return layer
 
 
+def touches_most(a: torch.Tensor, b: torch.Tensor, n_rows: int, share: float = 0.5) -> bool:
+    """Whether a batch's rows ``a`` and ``b`` cover at least ``share`` of a table's rows."""
+    return torch.unique(torch.cat([a, b])).numel() >= share * n_rows
+
+
 def project_rows(
-    table: torch.Tensor, layer: nn.Module, a: torch.Tensor, b: torch.Tensor, whole_share: float = 0.5
+    table: torch.Tensor, layer: nn.Module, a: torch.Tensor, b: torch.Tensor, whole: bool | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """``layer(table)[a]`` and ``layer(table)[b]``, projecting each distinct row once, or
-    the whole table when the batch touches most of it (one matmul, no gather backward)."""
+    """``layer(table)[a]`` and ``layer(table)[b]``: the whole table in one matmul when the
+    batch touches most of it (``whole``, decided by ``touches_most`` if not given), else
+    each distinct row once (large catalogs, small batches)."""
     ab = torch.cat([a, b])
-    uniq, inv = torch.unique(ab, return_inverse=True)
-    if len(uniq) >= whole_share * table.shape[0]:
+    if whole is None:
+        whole = touches_most(a, b, table.shape[0])
+    if whole:
         out = layer(table).index_select(0, ab)
     else:
+        uniq, inv = torch.unique(ab, return_inverse=True)
         out = layer(table.index_select(0, uniq)).index_select(0, inv)
     return out[: len(a)], out[len(a) :]
 

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from training.data import TrainData
-from training.models.base import ModelError, Recommender, bpr_loss, project_rows, register
+from training.models.base import ModelError, Recommender, bpr_loss, project_rows, register, touches_most
 from training.models.item_graph import knn_edges
 from training.sparse import knn_adjacency, propagate_mean, spmm, sym_norm_values, transpose_csr
 
@@ -113,8 +113,9 @@ class FREEDOM(Recommender):
         items = i_all.index_select(0, pn)
         loss = bpr_loss((u * items[:b]).sum(-1), (u * items[b:]).sum(-1))
         side = 0.0
+        whole = touches_most(pos, neg, self.n_items)
         for feat, proj in zip(self.feats, self.proj, strict=True):
-            fp, fn = project_rows(feat, proj, pos, neg)
+            fp, fn = project_rows(feat, proj, pos, neg, whole)
             side = side + bpr_loss((u * fp).sum(-1), (u * fn).sum(-1))
         return loss + self.hp["reg_weight"] * side
 
