@@ -158,6 +158,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import torch
 
+    torch.set_num_threads(args.threads)
     base = yaml.safe_load(args.params.read_text())
     setup = {
         "command": "python -m benchmarks.real_data_zoo2 "
