@@ -107,10 +107,15 @@ def write_store(store: Path, rows: list[dict[str, Any]]) -> Path:
 
 
 def extract_params(spec: dict[str, Any], batch: int, mode: str, workers: int) -> dict[str, Any]:
+    """params.yaml's ``extract`` section with a fixed batch size, the given Beam mode, no cache."""
+    import yaml
+
+    ex = yaml.safe_load((ROOT / "params.yaml").read_text())["extract"]
+    overrides = json.loads(os.environ.get("EXTRACT_BENCH_OVERRIDES", "{}"))  # e.g. {"row_group_mb": 1}
     return {
+        **ex,
         "min_batch_size": batch,
         "max_batch_size": batch,
-        "torch_threads": "auto",
         "incremental": False,
         "keep_previous": False,
         "progress": False,
@@ -119,6 +124,7 @@ def extract_params(spec: dict[str, Any], batch: int, mode: str, workers: int) ->
             "options": {"direct_running_mode": mode, "direct_num_workers": workers},
         },
         "features": {"f": spec},
+        **overrides,
     }
 
 
