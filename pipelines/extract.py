@@ -27,6 +27,7 @@ from typing import Any
 import apache_beam as beam
 import numpy as np
 import pyarrow.parquet as pq
+import torch
 from apache_beam.io.parquetio import ReadFromParquetBatched, WriteToParquet, WriteToParquetBatched
 from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions
@@ -226,6 +227,20 @@ def plan_job(
     )
 
 
+def write_features(
+    tables: beam.PCollection, label: str, prefix: Path, job: FeatureJob, ex: dict[str, Any]
+) -> None:
+    """Arrow tables -> row groups of ``row_group_mb`` -> Parquet files ``<prefix>-*.parquet``."""
+    _ = (
+        tables
+        | f"RowGroups{label}" >> beam.ParDo(Rebatch(int(ex.get("row_group_mb", 4)) << 20))
+        | f"WriteFeatures{label}"
+        >> WriteToParquetBatched(
+            str(prefix), schema=job.schema, codec=ex.get("compression", "zstd"), file_name_suffix=".parquet"
+        )
+    )
+
+
 def build_pipeline(
     p: beam.Pipeline,
     job: FeatureJob,
@@ -272,14 +287,19 @@ def build_pipeline(
         | "Batch" >> batch
         | "Embed" >> beam.ParDo(embed).with_outputs("rejects", "notes", main="ok")
     )
-    tables, note_rows = [embedded.ok], [embedded.notes]
+    # Embedded and reused rows are written by two writers into the same folder, not through
+    # a Flatten: the in-process runners materialise a Flatten's whole input in memory, so
+    # memory would follow the catalog; this way each writer is fused with its producer.
+    write_features(embedded.ok, "", out / "part", job, ex)
+    note_rows = [embedded.notes]
     if prev is not None:
         reuse = beam.pvalue.AsDict(prepared.reuse)  # item_id -> new item_idx of unchanged items
-        tables.append(
+        reused = (
             p
             | "ReadCache" >> ReadFromParquetBatched(str(prev / "*.parquet"))
             | "KeepReused" >> beam.ParDo(KeepReused(job.schema), reuse)
         )
+        write_features(reused, "Reused", out / "reused", job, ex)
         if list(old_notes.glob("*.parquet")):
             note_rows.append(
                 p
@@ -287,18 +307,6 @@ def build_pipeline(
                 | "KeepReusedNotes" >> beam.ParDo(KeepReused(schemas.FEATURE_REJECTS), reuse)
                 | "NoteRows" >> beam.FlatMap(lambda t: t.to_pylist())
             )
-    _ = (
-        tables
-        | "AllFeatures" >> beam.Flatten()
-        | "RowGroups" >> beam.ParDo(Rebatch(int(ex.get("row_group_mb", 32)) << 20))
-        | "WriteFeatures"
-        >> WriteToParquetBatched(
-            str(out / "part"),
-            schema=job.schema,
-            codec=ex.get("compression", "zstd"),
-            file_name_suffix=".parquet",
-        )
-    )
     for label, pcolls, folder in (
         ("Rejects", (prepared.rejects, embedded.rejects), rejects),
         ("Notes", note_rows, notes),
@@ -351,8 +359,12 @@ def extract_feature(
         tmp = stack.enter_context(publish_keeping_previous(features / name, keep_previous=keep))
         rej_tmp = stack.enter_context(publish(features / REJECTS_DIR / name))
         notes_tmp = stack.enter_context(publish(features / NOTES_DIR / name))
-        with beam.Pipeline(options=job.options) as p:
-            build_pipeline(p, job, ex, tmp, rej_tmp, notes_tmp, features / NOTES_DIR / name)
+        threads_before = torch.get_num_threads()  # in-process runners set it in this process
+        try:
+            with beam.Pipeline(options=job.options) as p:
+                build_pipeline(p, job, ex, tmp, rej_tmp, notes_tmp, features / NOTES_DIR / name)
+        finally:
+            torch.set_num_threads(threads_before)
         stats = feature_stats(tmp)
         rejected_rows, noted_rows = _rows(rej_tmp), _rows(notes_tmp)
         counts = checked_counts(job, p.result, stats["rows"], rejected_rows)

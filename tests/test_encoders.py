@@ -175,6 +175,27 @@ def test_precomputed_npy_with_id_file(tmp_path) -> None:
         build_encoder({"encoder": "precomputed", "path": str(tmp_path / "v.npy")})
 
 
+def test_precomputed_mmrec_layout_row_index_and_tab_separated_mapping(tmp_path) -> None:
+    """MMRec ships image_feat.npy with row r = item id r, and a tab-separated i_id_mapping.csv."""
+    m = np.arange(6, dtype=np.float32).reshape(3, 2)
+    np.save(tmp_path / "image_feat.npy", m)
+    by_row = build_encoder(
+        {"encoder": "precomputed", "path": str(tmp_path / "image_feat.npy"), "ids": "row_index"}
+    )
+    np.testing.assert_array_equal(by_row.encode(["2", "0"]), m[[2, 0]])
+    assert by_row.unusable(["3"]) == ["no precomputed vector"]
+    (tmp_path / "i_id_mapping.csv").write_text("asin\titemID\nB01\t0\nB02\t1\nB03\t2\n")
+    by_asin = build_encoder(
+        {
+            "encoder": "precomputed",
+            "path": str(tmp_path / "image_feat.npy"),
+            "ids": str(tmp_path / "i_id_mapping.csv"),
+            "id_column": "asin",
+        }
+    )
+    np.testing.assert_array_equal(by_asin.encode(["B03"]), m[[2]])
+
+
 def test_precomputed_parquet_keyed_by_item_id(tmp_path) -> None:
     vecs = [[3.0, 4.0], None, [1.0, 0.0]]
     pq.write_table(

@@ -64,6 +64,8 @@ def train_config(
         )
     if backend != "local":
         raise ValueError(f"params.yaml train.backend: expected 'ray' or 'local', got {backend!r}")
+    if tp.get("threads"):
+        torch.set_num_threads(int(tp["threads"]))
     ctx = LocalContext()
     train(cfg, cache.get(features), ctx)
     assert ctx.final_state is not None

@@ -19,6 +19,7 @@ from features.encoders.base import Encoder, EncoderError, l2_normalize, register
 from features.encoders.weights import file_checksum
 
 PREPROCESS_VERSION = "pre-1"
+ROW_INDEX = "row_index"  # `ids: row_index`: row r of the .npy is the item with id "r"
 
 
 def _read_ids(path: Path, id_column: str) -> list[str]:
@@ -36,7 +37,12 @@ def _read_ids(path: Path, id_column: str) -> list[str]:
     if suffix in (".csv", ".parquet"):
         import polars as pl
 
-        df = pl.read_csv(path, infer_schema=False) if suffix == ".csv" else pl.read_parquet(path)
+        if suffix == ".csv":  # MMRec's i_id_mapping.csv is tab-separated despite its name
+            head = path.open(encoding="utf-8", errors="replace").readline()
+            sep = "\t" if head.count("\t") > head.count(",") else ","
+            df = pl.read_csv(path, infer_schema=False, separator=sep)
+        else:
+            df = pl.read_parquet(path)
         if id_column not in df.columns:
             raise EncoderError(f"precomputed: {path} has no column {id_column!r}; columns: {df.columns}")
         return df[id_column].cast(pl.String).to_list()
@@ -64,7 +70,7 @@ class PrecomputedEncoder(Encoder):
         if suffix == ".npy":
             if self.ids_path is None:
                 raise EncoderError(
-                    f"precomputed: {self.path} is a .npy matrix; give `ids:` (its row -> item id file)"
+                    f"precomputed: {self.path} is a .npy matrix; give `ids:` (id file or row_index)"
                 )
             shape = np.load(self.path, mmap_mode="r").shape
             if len(shape) != 2:
@@ -74,7 +80,10 @@ class PrecomputedEncoder(Encoder):
             self.dim = self._parquet_dim()
         else:
             raise EncoderError(f"precomputed: vector file {self.path}: expected .npy or .parquet")
-        sums = [file_checksum(self.path)] + ([file_checksum(self.ids_path)] if self.ids_path else [])
+        by_row = str(self.ids_path) == ROW_INDEX
+        sums = [file_checksum(self.path)] + (
+            [file_checksum(self.ids_path)] if self.ids_path and not by_row else []
+        )
         self.weights = f"{self.path.name}@{'+'.join(sums)}"
         self._index: dict[str, int] | None = None
         self._matrix: np.ndarray | None = None
@@ -115,7 +124,10 @@ class PrecomputedEncoder(Encoder):
             return
         if self.path.suffix.lower() == ".npy":
             matrix = np.load(self.path, mmap_mode="r")  # rows are paged in on use, not all at once
-            ids = _read_ids(self.ids_path, self.id_column)
+            if str(self.ids_path) == ROW_INDEX:  # MMRec layout: row r is item id "r"
+                ids = [str(r) for r in range(matrix.shape[0])]
+            else:
+                ids = _read_ids(self.ids_path, self.id_column)
         else:
             import pyarrow.parquet as pq
 
