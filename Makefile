@@ -15,9 +15,14 @@ export GX_ANALYTICS_ENABLED := False
 
 install: $(STAMP)
 
+# uv installs the same pinned set from the same sources as pip (tools/pip_sources.py reads
+# pip's config) in well under a minute; pip is the fallback if uv cannot be had.
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --disable-pip-version-check -q -e '.[dev]'
+	( $(BIN)/python -m pip install --disable-pip-version-check -q uv==0.13.9 \
+	  && $(BIN)/uv pip install --python $(BIN)/python --index-strategy unsafe-best-match \
+	     $$($(BIN)/python tools/pip_sources.py) -e '.[dev]' ) \
+	|| $(BIN)/python -m pip install --disable-pip-version-check -q -e '.[dev]'
 	touch $(STAMP)
 
 repro: $(STAMP)
