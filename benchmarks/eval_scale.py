@@ -1,7 +1,7 @@
 """Full-ranking evaluation at catalog scale: users/s and peak RSS.
 
 A synthetic catalog (random 64-d user and item embeddings, 20 train and 5 test items
-per user) is ranked with ``training.metrics.rank`` exactly as the evaluate stage does
+per user) is ranked with ``evaluation.metrics.rank`` exactly as the evaluate stage does
 (train items masked, top-K by ``torch.topk``, popularity buckets, coverage). Each
 (items, users) case runs in a fresh process, so its peak RSS is its own. Growing the
 users at a fixed catalog leaves the peak flat; a dense users x items float32 score
@@ -36,7 +36,7 @@ def one(n_items: int, n_users: int, dim: int, threads: int, chunk_size: int, chu
     import torch
 
     from training.data import Interactions
-    from training.metrics import chunk_rows, rank
+    from evaluation.metrics import chunk_rows, rank
 
     torch.set_num_threads(threads)
     rss_start = _rss_mb()

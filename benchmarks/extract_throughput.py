@@ -8,7 +8,7 @@ offline; the compute is the same as with real weights) it times, at one fixed ba
 
 - ``raw``: build + load the encoder, then a Python loop that assembles/decodes each item
   exactly as the pipeline does and calls ``encode`` per batch;
-- ``pipeline``: ``pipelines.extract.extract_feature`` end to end (Beam start-up, Parquet
+- ``pipeline``: ``pipelines.beam.extract.extract_feature`` end to end (Beam start-up, Parquet
   read, hashing, model load in the worker, encode, Parquet write, manifest).
 
 Both include loading the model once, so ``ratio = pipeline / raw`` is the price of Beam.
@@ -134,7 +134,7 @@ def raw_loop(spec: dict[str, Any], rows: list[dict[str, Any]], batch: int) -> di
 
     from features.encoders import build_encoder
     from features.inputs import Rejected, decode_image, prepare_text, read_image_bytes
-    from pipelines.extract import cpu_count, feature_plan
+    from pipelines.beam.extract import cpu_count, feature_plan
 
     torch.set_num_threads(cpu_count())
     kind, enc_spec = feature_plan("f", spec, 0)
@@ -171,7 +171,7 @@ def raw_loop(spec: dict[str, Any], rows: list[dict[str, Any]], batch: int) -> di
 def pipeline_run(store: Path, spec: dict[str, Any], batch: int, mode: str, workers: int) -> dict[str, float]:
     """``extract_feature`` end to end. CPU time is this process only: meaningful for
     ``in_memory`` runs (every worker is a thread here), not for ``multi_processing``."""
-    from pipelines.extract import extract_feature
+    from pipelines.beam.extract import extract_feature
 
     t0, c0 = time.perf_counter(), time.process_time()
     m = extract_feature(
@@ -278,7 +278,7 @@ def machine() -> dict[str, Any]:
         ln.split(":", 1)[1].strip() for ln in info.read_text().splitlines() if ln.startswith("model name")
     ]
     cpu = names[0] if names else cpu
-    from pipelines.extract import cpu_count
+    from pipelines.beam.extract import cpu_count
 
     return {
         "cpu": cpu,

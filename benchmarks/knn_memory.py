@@ -1,7 +1,7 @@
 """Peak memory of building FREEDOM's item-item kNN graph for a large synthetic catalog.
 
 A fresh child process makes ``items x dim`` random float32 features, builds the top-k
-cosine graph in chunks (``training.graph.knn_chunked``) and FREEDOM's normalised sparse
+cosine graph in chunks (``training.knn.knn_chunked``) and FREEDOM's normalised sparse
 adjacency from it (``training.sparse.knn_adjacency`` -> CSR), and reports its peak
 resident memory (``ru_maxrss``). A dense items x items similarity matrix at 200k items
 would take 160 GB; the chunked build needs the features, one ``chunk x items`` block and
@@ -35,7 +35,7 @@ def child(items: int, dim: int, k: int, chunk: int, threads: int) -> dict[str, f
     import numpy as np
     import torch
 
-    from training.graph import knn_chunked
+    from training.knn import knn_chunked
     from training.sparse import knn_adjacency
 
     torch.set_num_threads(threads)

@@ -125,7 +125,7 @@ def run_ours(store: Path, model: str, seed: int, max_epochs: int) -> dict[str, A
     from training import loop
     from training.data import load_train_data
     from training.loop import LocalContext, TrainConfig, train
-    from training.metrics import evaluate
+    from evaluation.metrics import evaluate
     from training.models import build_model
     from training.models.base import model_class
 

@@ -101,7 +101,7 @@ def run_ours(store: Path, model: str, seed: int, max_epochs: int) -> dict[str, A
     import training.loop as loop
     from training.data import load_train_data
     from training.loop import LocalContext, TrainConfig, train
-    from training.metrics import evaluate
+    from evaluation.metrics import evaluate
     from training.models import build_model
 
     spec = SPECS[model]

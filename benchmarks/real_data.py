@@ -1,7 +1,7 @@
 """Real-data results: ingest -> (extract -> graph) -> train -> evaluate on public datasets.
 
-Runs the pipeline's own stage code (``pipelines.ingest``, ``pipelines.extract``,
-``training.graph``, ``training.train_stage``, ``training.evaluate_stage``) on the
+Runs the pipeline's own stage code (``pipelines.tables``, ``pipelines.beam.extract``,
+``training.knn``, ``pipelines.stages.train``, ``pipelines.stages.evaluate``) on the
 datasets in ``../shared/datasets`` (never copied into the project) through the named
 profiles of ``params.yaml``, with ``train.backend: local`` (in-process: no Ray start-up
 per run; the same training loop Ray Train wraps). Each (dataset, model, seed) run is

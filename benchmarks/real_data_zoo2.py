@@ -1,7 +1,7 @@
 """Real-data runs of the second model zoo (CM3, LIRDRec, modality alignment, SIGE).
 
 Same stage code and result format as ``benchmarks.real_data`` (ingest -> extract ->
-graph -> ``training.train_stage`` -> ``training.evaluate_stage``, ``train.backend:
+graph -> ``pipelines.stages.train`` -> ``pipelines.stages.evaluate``, ``train.backend:
 local``), on the datasets in ``../shared/datasets``; skips with a message when the folder
 is absent. These models need item features:
 

@@ -16,8 +16,6 @@ import pyarrow.parquet as pq
 
 from features.store import MANIFEST, StoreError, arrow_to_embeddings, read_manifest
 
-SPECIAL_DIRS = ("_rejects", "_notes", "_previous")
-
 
 @dataclass(frozen=True)
 class Features:
@@ -37,33 +35,18 @@ class Features:
         return bool(self.manifest.get("normalized"))
 
 
-def feature_names(store: Path | str) -> list[str]:
-    """Published feature tables under ``store/features`` (rejects, notes, previous excluded)."""
-    root = Path(store) / "features"
-    if not root.is_dir():
-        return []
-    return sorted(
-        p.name
-        for p in root.iterdir()
-        if p.is_dir() and not p.name.startswith(("_", ".")) and (p / MANIFEST).is_file()
-    )
+def load_features(path: Path | str, *, n_items: int, batch_rows: int = 65536) -> Features:
+    """The feature table at ``path`` as a (n_items, dim) float32 matrix plus a presence mask.
 
-
-def load_features(
-    store: Path | str, name: str, *, n_items: int | None = None, batch_rows: int = 65536
-) -> Features:
-    """The feature ``name`` of ``store`` as a (n_items, dim) float32 matrix plus a presence mask.
-
-    ``n_items`` defaults to the row count of ``store/items``. Raises ``StoreError`` naming
-    the table when it is missing, unpublished, or disagrees with its manifest.
+    The one embedding reader (training, graph, validation, benchmarks). Raises
+    ``StoreError`` naming the table when it is missing, unpublished, or disagrees with
+    its manifest.
     """
-    store = Path(store)
-    path = store / "features" / name
+    path = Path(path)
     if not (path / MANIFEST).is_file():
-        raise StoreError(f"feature {name!r}: no published table at {path}; published: {feature_names(store)}")
+        raise StoreError(f"feature table {path}: not published (no {MANIFEST}); run the extract stage")
     manifest = read_manifest(path)
-    if n_items is None:
-        n_items = int(read_manifest(store / "items")["row_count"])
+    name = str(manifest.get("table", path.name))
     dim = int(manifest["dim"])
     matrix = np.zeros((n_items, dim), dtype=np.float32)
     present = np.zeros(n_items, dtype=bool)

@@ -62,10 +62,12 @@ def fingerprint_file(path: Path, chunk: int = 1 << 20) -> str:
 
 
 @contextlib.contextmanager
-def publish(path: Path | str) -> Iterator[Path]:
-    """Yield a temporary folder; on success swap it in place of ``path`` atomically.
+def publish(path: Path | str, *, previous: Path | None = None) -> Iterator[Path]:
+    """Yield a temporary folder; on success it replaces ``path`` by renames.
 
-    On error the temporary folder is removed and any previous table stays untouched.
+    With ``previous`` the replaced table is kept there (one generation: the one before
+    is deleted) instead of deleted, as the drift baseline. On error the temporary folder
+    is removed and the published table stays untouched. The one publish of the store.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -76,13 +78,20 @@ def publish(path: Path | str) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    old = None
+    trash: list[Path] = []
     if path.exists():
-        old = path.parent / f".{path.name}.old-{uuid.uuid4().hex[:8]}"
-        os.rename(path, old)
+        if previous is not None:
+            previous.parent.mkdir(parents=True, exist_ok=True)
+            if previous.exists():
+                trash.append(previous.parent / f".{previous.name}.old-{uuid.uuid4().hex[:8]}")
+                os.rename(previous, trash[-1])
+            os.rename(path, previous)
+        else:
+            trash.append(path.parent / f".{path.name}.old-{uuid.uuid4().hex[:8]}")
+            os.rename(path, trash[-1])
     os.rename(tmp, path)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+    for t in trash:
+        shutil.rmtree(t, ignore_errors=True)
 
 
 def write_manifest(folder: Path, manifest: Mapping[str, Any]) -> None:
@@ -180,20 +189,3 @@ def arrow_to_embeddings(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
     if not parts:
         return np.zeros((0, dim), dtype=np.float32)
     return np.concatenate(parts).astype(np.float32, copy=False)
-
-
-def read_embedding_matrix(path: Path | str, n_items: int) -> tuple[np.ndarray, np.ndarray]:
-    """Embeddings aligned to the dense item index: (matrix (n_items, d), present mask).
-
-    Items without a row (rejected by the encoder) get a zero vector and ``present=False``.
-    """
-    table = read_table(path, columns=["item_idx", "embedding"])
-    idx = table.column("item_idx").to_numpy()
-    if len(idx) and (idx.min() < 0 or idx.max() >= n_items):
-        raise StoreError(f"table {path}: item_idx outside [0, {n_items})")
-    emb = arrow_to_embeddings(table.column("embedding"))
-    matrix = np.zeros((n_items, emb.shape[1]), dtype=np.float32)
-    present = np.zeros(n_items, dtype=bool)
-    matrix[idx] = emb
-    present[idx] = True
-    return matrix, present

@@ -1,12 +1,12 @@
-"""Command-line entry points of every pipeline stage (what ``dvc.yaml`` calls).
+"""``mmrec``: the command line of every stage (what ``dvc.yaml`` calls).
 
-Each command reads ``params.yaml`` and the store, and exits non-zero with a one-line
-reason (no bare stack trace) when a user-fixable error stops it.
+Each command loads and checks ``params.yaml`` (a typo fails every stage, naming the key),
+builds the store layout from ``--store``/``--models``/``--reports`` and calls its stage's
+``run``. A user-fixable error ends with a one-line reason and exit code 1.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import sys
@@ -20,10 +20,11 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__, pretty_exceptions_enable=False)
-log = logging.getLogger("mmrec")
 
 ParamsOpt = Annotated[Path, typer.Option("--params", help="params.yaml to read")]
 StoreOpt = Annotated[Path, typer.Option("--store", help="feature store root folder")]
+ModelsOpt = Annotated[Path, typer.Option("--models", help="checkpoint folder")]
+ReportsOpt = Annotated[Path, typer.Option("--reports", help="reports folder")]
 
 
 def _setup_logging() -> None:
@@ -52,10 +53,26 @@ def _run(fn: Callable[[], Any]) -> Any:
         raise typer.Exit(1) from None
 
 
-def _params(path: Path) -> dict[str, Any]:
-    from pipelines.params import load_params
+def _stage(
+    module: str,
+    params: Path,
+    store: Path = Path("store"),
+    models: Path = Path("models"),
+    reports: Path = Path("reports"),
+    **options: Any,
+) -> None:
+    """Load the config, build the layout, run ``pipelines.stages.<module>.run``."""
+    import importlib
 
-    return load_params(path)
+    from pipelines.config import load_config
+    from pipelines.layout import Layout
+
+    def go() -> Any:
+        config = load_config(params)
+        stage = importlib.import_module(f"pipelines.stages.{module}")
+        return stage.run(config, Layout(store=store, models=models, reports=reports), **options)
+
+    _run(go)
 
 
 @app.command()
@@ -64,47 +81,29 @@ def demo(
     out: Annotated[Path, typer.Option(help="output folder")] = Path("data/demo"),
 ) -> None:
     """Generate the built-in demo catalog (items, images, interactions) from params ``demo``."""
-    from pipelines.demo_catalog import DemoSpec, generate_demo
+    from pipelines.config import load_config
+    from pipelines.stages import demo as stage
 
-    def go() -> None:
-        p = _params(params)
-        spec = DemoSpec(**{**p["demo"], "seed": int(p["demo"].get("seed", p.get("seed", 0)))})
-        stats = generate_demo(out, spec)
-        log.info("demo catalog: %s", {k: stats[k] for k in ("n_items", "n_users", "n_interactions")})
-
-    _run(go)
+    _run(lambda: stage.run(load_config(params), out))
 
 
 @app.command()
 def ingest(
     params: ParamsOpt = Path("params.yaml"),
     store: StoreOpt = Path("store"),
-    stats: Annotated[Path, typer.Option(help="split statistics JSON")] = Path("reports/ingest.json"),
-    profile: Annotated[
-        str | None, typer.Option(help="read params.yaml profiles.<name> instead of data (ad-hoc runs)")
-    ] = None,
+    reports: ReportsOpt = Path("reports"),
 ) -> None:
     """Raw dataset (any adapter) -> items, users, interactions, negatives, rejects tables."""
-    from pipelines import ingest as stage
-
-    _run(lambda: stage.run(stage.with_profile(_params(params), profile), store, stats))
+    _stage("ingest", params, store, reports=reports)
 
 
 @app.command()
-def download(
-    params: ParamsOpt = Path("params.yaml"),
-    profile: Annotated[str | None, typer.Option(help="params.yaml profiles.<name> instead of data")] = None,
-) -> None:
+def download(params: ParamsOpt = Path("params.yaml")) -> None:
     """Fetch the catalog's missing images into data.images (needs a network; ingest.download knobs)."""
-    from pipelines import ingest as stage
-    from pipelines.download import fetch_missing_images
+    from pipelines.config import load_config
+    from pipelines.stages import download as stage
 
-    def go() -> None:
-        p = stage.with_profile(_params(params), profile)
-        data, ing = stage.effective_params(p)
-        fetch_missing_images(stage.read_source(data), data, ing.get("download") or {})
-
-    _run(go)
+    _run(lambda: stage.run(load_config(params)))
 
 
 @app.command()
@@ -117,40 +116,27 @@ def extract(
     ] = None,
 ) -> None:
     """Embed item text and images with the Beam pipeline; one feature table per encoder."""
-    from pipelines import extract as stage
-
-    _run(lambda: stage.run(_params(params), store, beam_arg))
+    _stage("extract", params, store, beam_args=beam_arg)
 
 
 @app.command()
-def graph(
-    params: ParamsOpt = Path("params.yaml"),
-    store: StoreOpt = Path("store"),
-    out: Annotated[Path, typer.Option(help="graph tables folder")] = Path("store/graphs/item_knn"),
-) -> None:
+def graph(params: ParamsOpt = Path("params.yaml"), store: StoreOpt = Path("store")) -> None:
     """Item-item kNN graph per feature, built in chunks."""
-    from training import graph as stage
-
-    _run(lambda: stage.run(_params(params), store, out))
+    _stage("graph", params, store)
 
 
 @app.command()
 def validate(
     params: ParamsOpt = Path("params.yaml"),
     store: StoreOpt = Path("store"),
-    graphs: Annotated[
-        Path | None, typer.Option(help="graph tables folder (default STORE/graphs/item_knn)")
-    ] = None,
-    out: Annotated[Path, typer.Option(help="report folder")] = Path("reports/validation"),
+    reports: ReportsOpt = Path("reports"),
     table: Annotated[
         list[str] | None,
         typer.Option(help="only these tables, e.g. --table items --table features/text_minilm"),
     ] = None,
 ) -> None:
     """Great Expectations gate over the store: exits 1 naming table and expectation on failure."""
-    from validation import gate
-
-    _run(lambda: gate.run(_params(params), store, out, graphs, table))
+    _stage("validate", params, store, reports=reports, tables=table)
 
 
 @app.command("validate-drift")
@@ -162,34 +148,37 @@ def validate_drift(
     out: Annotated[Path | None, typer.Option(help="also write a report folder here")] = None,
 ) -> None:
     """Drift between two snapshots of a feature table: prints JSON, exits 1 past a fail level."""
-    from validation import drift_cli
+    from pipelines.config import load_config
+    from pipelines.stages import drift as stage
 
-    _run(lambda: drift_cli.run(_params(params), previous, current, feature=feature, out=out))
+    _run(lambda: stage.run(load_config(params), previous, current, feature=feature, out=out))
 
 
 @app.command()
 def train(
     params: ParamsOpt = Path("params.yaml"),
     store: StoreOpt = Path("store"),
-    graphs: Annotated[Path, typer.Option()] = Path("store/graphs/item_knn"),
-    models: Annotated[Path, typer.Option(help="checkpoint folder")] = Path("models"),
-    curves: Annotated[Path, typer.Option(help="per-epoch curves")] = Path("reports/curves"),
+    models: ModelsOpt = Path("models"),
+    reports: ReportsOpt = Path("reports"),
     resume: Annotated[
         bool, typer.Option("--resume", help="continue each run from its latest checkpoint (train.ray.resume)")
     ] = False,
     device: Annotated[str | None, typer.Option(help="cpu or cuda (overrides train.common.device)")] = None,
 ) -> None:
     """Train every model in ``train.models`` (Ray Train, N workers; RAY_ADDRESS for a cluster)."""
-    from training import train_stage
+    from pipelines.config import load_config
+    from pipelines.layout import Layout
+    from pipelines.stages import train as stage
 
-    def go() -> None:
-        p = _params(params)
+    def go() -> Any:
+        config = load_config(params)
+        tp = config.train
         if resume:
-            p["train"].setdefault("ray", {})["resume"] = True
+            tp = tp.model_copy(update={"ray": tp.ray.model_copy(update={"resume": True})})
         if device:
-            p["train"].setdefault("common", {})["device"] = device
-        summary = train_stage.run(p, store, graphs, models, curves)
-        (models / "train_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+            tp = tp.model_copy(update={"common": tp.common.model_copy(update={"device": device})})
+        config = config.model_copy(update={"train": tp})
+        return stage.run(config, Layout(store=store, models=models, reports=reports))
 
     _run(go)
 
@@ -198,56 +187,40 @@ def train(
 def evaluate(
     params: ParamsOpt = Path("params.yaml"),
     store: StoreOpt = Path("store"),
-    graphs: Annotated[Path, typer.Option()] = Path("store/graphs/item_knn"),
-    models: Annotated[Path, typer.Option()] = Path("models"),
-    metrics: Annotated[Path, typer.Option()] = Path("reports/metrics.json"),
-    per_user: Annotated[Path, typer.Option()] = Path("reports/per_user"),
-    significance: Annotated[Path, typer.Option(help="paired tests between models")] = Path(
-        "reports/significance.json"
-    ),
+    models: ModelsOpt = Path("models"),
+    reports: ReportsOpt = Path("reports"),
 ) -> None:
     """Full-ranking test metrics of every trained model -> reports/metrics.json."""
-    from training import evaluate_stage
-
-    _run(lambda: evaluate_stage.run(_params(params), store, graphs, models, metrics, per_user, significance))
+    _stage("evaluate", params, store, models, reports)
 
 
 @app.command()
 def export(
     params: ParamsOpt = Path("params.yaml"),
     store: StoreOpt = Path("store"),
-    graphs: Annotated[Path, typer.Option()] = Path("store/graphs/item_knn"),
-    models: Annotated[Path, typer.Option()] = Path("models"),
-    out: Annotated[Path, typer.Option(help="root of the exported tables")] = Path("store"),
+    models: ModelsOpt = Path("models"),
 ) -> None:
     """User/item embeddings and top-K recommendations per model, for downstream teams."""
-    from training import export_stage
-
-    _run(lambda: export_stage.run(_params(params), store, graphs, models, out))
+    _stage("export", params, store, models)
 
 
 @app.command()
 def report(
     params: ParamsOpt = Path("params.yaml"),
     store: StoreOpt = Path("store"),
-    out: Annotated[Path, typer.Option()] = Path("reports/report.html"),
+    models: ModelsOpt = Path("models"),
+    reports: ReportsOpt = Path("reports"),
 ) -> None:
     """The HTML report: models x metrics, curves, dataset, features, validation."""
-    from training import report as stage
+    _stage("report", params, store, models, reports)
 
-    _run(
-        lambda: stage.run(
-            _params(params),
-            store,
-            out,
-            metrics_path=Path("reports/metrics.json"),
-            validation_dir=Path("reports/validation"),
-            curves_dir=Path("reports/curves"),
-            ingest_stats=Path("reports/ingest.json"),
-            train_summary=Path("models/train_summary.json"),
-            significance_path=Path("reports/significance.json"),
-        )
-    )
+
+@app.command("check-params")
+def check_params(params: ParamsOpt = Path("params.yaml")) -> None:
+    """Load and check params.yaml only (unknown keys, types, ranges)."""
+    from pipelines.config import load_config
+
+    _run(lambda: load_config(params) and typer.echo(f"{params}: ok"))
 
 
 def main() -> None:

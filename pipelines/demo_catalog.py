@@ -12,7 +12,6 @@ spec always yields byte-identical files.
 
 from __future__ import annotations
 
-import argparse
 import logging
 import math
 import re
@@ -631,21 +630,3 @@ def generate_demo(out_dir: Path, spec: DemoSpec, *, progress: bool = True) -> di
         stats["n_items"],
     )
     return stats
-
-
-def main(argv: list[str] | None = None) -> dict:
-    """CLI for `dvc repro`: python -m pipelines.demo_catalog --out data/demo."""
-    defaults = DemoSpec()
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, required=True)
-    for field, value in asdict(defaults).items():
-        parser.add_argument(f"--{field.replace('_', '-')}", type=int, default=value)
-    parser.add_argument("--no-progress", action="store_true")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    spec = DemoSpec(**{f: getattr(args, f) for f in asdict(defaults)})
-    return generate_demo(args.out, spec, progress=not args.no_progress)
-
-
-if __name__ == "__main__":
-    main()

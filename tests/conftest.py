@@ -18,8 +18,8 @@ ROOT = Path(__file__).resolve().parents[1]
 TINY_CLIP = str(ROOT / "tests" / "fixtures" / "tiny-clip.json")
 
 
-def tiny_params(root: Path) -> dict[str, Any]:
-    """The project's params.yaml shrunk to a tiny demo under ``root``."""
+def tiny_raw(root: Path) -> dict[str, Any]:
+    """The project's params.yaml (as a mapping) shrunk to a tiny demo under ``root``."""
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     p = copy.deepcopy(params)
     p["demo"].update(n_items=120, n_users=80, n_interactions=1600, image_size=32)
@@ -37,6 +37,21 @@ def tiny_params(root: Path) -> dict[str, Any]:
     return p
 
 
+def tiny_config(root: Path, **sections: Any):
+    """``tiny_raw`` with whole sections replaced (``train={...}``), as a checked Config."""
+    from pipelines.config import Config
+
+    raw = tiny_raw(root)
+    raw.update(sections)
+    return Config.from_dict(raw)
+
+
+def tiny_layout(root: Path):
+    from pipelines.layout import Layout
+
+    return Layout(store=root / "store", models=root / "models", reports=root / "reports")
+
+
 @pytest.fixture(scope="session")
 def ray_session():
     """One local Ray instance for the whole test session."""
@@ -49,16 +64,16 @@ def ray_session():
 
 
 @pytest.fixture(scope="session")
-def tiny_store(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any]]:
-    """demo -> ingest -> extract (Beam, DirectRunner) -> graph, once per session."""
-    from pipelines import extract, ingest
-    from pipelines.demo_catalog import DemoSpec, generate_demo
-    from training import graph
+def tiny_store(tmp_path_factory: pytest.TempPathFactory):
+    """demo -> ingest -> extract (Beam, DirectRunner) -> graph, once per session:
+    (root, config, layout)."""
+    from pipelines.stages import demo, extract, graph, ingest
 
     root = tmp_path_factory.mktemp("tiny")
-    p = tiny_params(root)
-    generate_demo(root / "raw", DemoSpec(**p["demo"], seed=p["seed"]), progress=False)
-    ingest.run(p, root / "store", root / "reports/ingest.json")
-    extract.run(p, root / "store")
-    graph.run(p, root / "store", root / "store/graphs/item_knn")
-    return root, p
+    config = tiny_config(root)
+    layout = tiny_layout(root)
+    demo.run(config, root / "raw", progress=False)
+    ingest.run(config, layout)
+    extract.run(config, layout)
+    graph.run(config, layout)
+    return root, config, layout

@@ -13,7 +13,7 @@ import pytest
 from features.store import read_manifest, read_table
 from pipelines import ingest as stage
 from pipelines.adapters import read_source
-from pipelines.ingest import ingest
+from pipelines.tables import ingest
 from pipelines.sources import SourceError
 
 SPLIT = {"method": "random_ratio", "valid_ratio": 0.1, "test_ratio": 0.1}

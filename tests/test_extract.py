@@ -14,7 +14,7 @@ from features.cache import PREVIOUS_DIR
 from features.reader import feature_names, load_features
 from features.store import read_manifest, read_table
 from pipelines import extract
-from pipelines.extract import beam_options, local_workers, torch_threads, wants_reshuffle
+from pipelines.beam.extract import beam_options, local_workers, torch_threads, wants_reshuffle
 
 N = 100
 

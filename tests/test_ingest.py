@@ -6,7 +6,7 @@ import polars as pl
 import pytest
 
 from pipelines.adapters.generic import read_generic
-from pipelines.ingest import ingest
+from pipelines.tables import ingest
 from pipelines.sources import SourceError
 from pipelines.splits import split_random_ratio
 

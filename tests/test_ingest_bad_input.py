@@ -10,7 +10,7 @@ import polars as pl
 import pytest
 
 from pipelines.adapters import read_source
-from pipelines.ingest import ingest
+from pipelines.tables import ingest
 from pipelines.sources import SourceError
 
 SPLIT = {"method": "random_ratio", "valid_ratio": 0.1, "test_ratio": 0.1}

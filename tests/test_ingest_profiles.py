@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from pipelines.adapters import ADAPTERS
-from pipelines.ingest import effective_params, with_profile
+from pipelines.tables import effective_params, with_profile
 
 ROOT = Path(__file__).resolve().parents[1]
 

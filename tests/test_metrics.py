@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from training.data import Interactions
-from training.metrics import evaluate
+from evaluation.metrics import evaluate
 
 
 def _pairs(rows: list[tuple[int, int]]) -> Interactions:

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from training.data import Interactions
-from training.metrics import chunk_rows, popularity_buckets, rank
+from evaluation.metrics import chunk_rows, popularity_buckets, rank
 
 
 def _pairs(pairs: set[tuple[int, int]]) -> Interactions:
@@ -108,7 +108,7 @@ def test_coverage_buckets_and_few_users_equal_reference(case) -> None:
 
 
 def test_popularity_buckets_split_the_catalog() -> None:
-    from training.metrics import Csr
+    from evaluation.metrics import Csr
 
     train = _pairs({(0, 0), (1, 0), (2, 0), (0, 1), (1, 1), (0, 2)})
     bucket, names = popularity_buckets(Csr(train, 3), 10, [0.2, 0.5])

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from training.significance import bootstrap_ci, compare_models, holm, paired_test
+from evaluation.significance import bootstrap_ci, compare_models, holm, paired_test
 
 
 def test_paired_test_matches_scipy_and_detects_a_real_difference() -> None:

@@ -7,13 +7,13 @@ import numpy as np
 import pytest
 import torch
 
+from training.blocks.item_graph import knn_edges, learned_knn_edges
 from training.data import Interactions, TrainData
-from training.graph import knn_chunked
+from training.knn import knn_chunked
 from training.loop import LocalContext, TrainConfig, train
 from training.models import build_model, model_names
 from training.models.base import ModelError, bpr_loss, emb_norm_reg
 from training.models.freedom import prune_edges
-from training.models.item_graph import knn_edges, learned_knn_edges
 from training.sparse import (
     bipartite_adjacency,
     bipartite_row_norm_self_loops,

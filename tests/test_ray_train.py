@@ -28,7 +28,7 @@ import yaml
 
 from training.data import load_train_data
 from training.loop import LocalContext, TrainConfig, train
-from training.metrics import evaluate
+from evaluation.metrics import evaluate
 from training.models import build_model
 from training.ray_train import fit, run_name, storage_uri
 

@@ -7,7 +7,7 @@ import pytest
 
 from pipelines.adapters import read_source
 from pipelines.filters import kcore
-from pipelines.ingest import ingest
+from pipelines.tables import ingest
 from pipelines.splits import split_hash, split_random_ratio, split_stats, split_temporal
 
 

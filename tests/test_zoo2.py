@@ -16,14 +16,10 @@ import scipy.fft
 import torch
 import torch.nn.functional as F
 
-from training.data import Interactions, TrainData
-from training.loop import LocalContext, TrainConfig, train
-from training.models import build_model
-from training.models.dct import dct_ortho, idct_ortho
-from training.models.dilated_attention import DilatedConvAttention, _conv
-from training.models.fusion import sample_mix, slerp, spherical_bezier
-from training.models.lirdrec import decayed_weight
-from training.models.losses import (
+from training.blocks.dct import dct_ortho, idct_ortho
+from training.blocks.dilated_attention import DilatedConvAttention, _conv
+from training.blocks.fusion import sample_mix, slerp, spherical_bezier
+from training.blocks.losses import (
     alignment,
     anchor_info_nce,
     calibrated_uniformity,
@@ -31,7 +27,11 @@ from training.models.losses import (
     info_nce,
     uniformity,
 )
-from training.models.semantic_graphs import cooccurrence_topk, similarity_values
+from training.blocks.semantic_graphs import cooccurrence_topk, similarity_values
+from training.data import Interactions, TrainData
+from training.loop import LocalContext, TrainConfig, train
+from training.models import build_model
+from training.models.lirdrec import decayed_weight
 from training.models.sige import modulus_perturbation
 
 ZOO2 = ["cm3", "lirdrec", "modality_alignment", "sige"]

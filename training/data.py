@@ -1,4 +1,8 @@
-"""Training data read from the store: interactions by split, item features, kNN graphs."""
+"""Training data: interactions by split, item features, kNN graphs, read from explicit paths.
+
+``DataSource`` names the tables (the stage layer fills it from the store layout); it is
+small and picklable, so Ray Train workers load the data themselves.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +12,8 @@ from pathlib import Path
 import numpy as np
 import pyarrow.compute as pc
 
-from features.store import read_embedding_matrix, read_manifest, read_table
+from features.reader import load_features
+from features.store import read_manifest, read_table
 
 
 @dataclass
@@ -37,10 +42,21 @@ class TrainData:
         return {"train": self.train, "valid": self.valid, "test": self.test}[name]
 
 
-def load_interactions(store: Path) -> tuple[int, int, dict[str, Interactions]]:
-    n_items = read_manifest(store / "items")["row_count"]
-    n_users = read_manifest(store / "users")["row_count"]
-    table = read_table(store / "interactions", columns=["user_idx", "item_idx", "split"])
+@dataclass(frozen=True)
+class DataSource:
+    """Paths of everything a model reads: id tables, interactions, features and graphs by name."""
+
+    items: Path
+    users: Path
+    interactions: Path
+    features: dict[str, Path] = field(default_factory=dict)
+    graphs: dict[str, Path] = field(default_factory=dict)
+
+
+def load_interactions(source: DataSource) -> tuple[int, int, dict[str, Interactions]]:
+    n_items = read_manifest(source.items)["row_count"]
+    n_users = read_manifest(source.users)["row_count"]
+    table = read_table(source.interactions, columns=["user_idx", "item_idx", "split"])
     out = {}
     for name in ("train", "valid", "test"):
         part = table.filter(pc.equal(table.column("split"), name))
@@ -57,15 +73,15 @@ def load_knn(path: Path) -> tuple[np.ndarray, np.ndarray]:
     return t.column("item_idx").to_numpy(), t.column("neighbor_idx").to_numpy()
 
 
-def load_train_data(store: Path, features: list[str] | None = None, graphs: Path | None = None) -> TrainData:
-    """Everything a model needs; features and graphs by name from the store."""
-    n_users, n_items, splits = load_interactions(store)
+def load_train_data(source: DataSource) -> TrainData:
+    """Everything a model needs: the interactions, each named feature and its kNN graph."""
+    n_users, n_items, splits = load_interactions(source)
     data = TrainData(n_users=n_users, n_items=n_items, **splits)
-    for name in features or []:
-        path = store / "features" / name
-        matrix, _ = read_embedding_matrix(path, n_items)
-        data.features[name] = matrix
-        data.feature_modality[name] = read_manifest(path).get("modality", "unknown")
-        if graphs is not None and (graphs / name).exists():
-            data.knn[name] = load_knn(graphs / name)
+    for name, path in source.features.items():
+        f = load_features(path, n_items=n_items)
+        data.features[name] = f.matrix
+        data.feature_modality[name] = f.manifest.get("modality", "unknown")
+        graph = source.graphs.get(name)
+        if graph is not None and graph.exists():
+            data.knn[name] = load_knn(graph)
     return data

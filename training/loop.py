@@ -20,57 +20,47 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from evaluation.metrics import evaluate
+from pipelines.config import CommonParams, TrainParams
 from training.data import TrainData
-from training.metrics import evaluate
 from training.models import build_model
 from training.sampling import NegativeSampler, epoch_shard
 
 log = logging.getLogger(__name__)
 
-_COMMON_KEYS = (
-    "epochs",
-    "batch_size",
-    "lr",
-    "weight_decay",
-    "patience",
-    "eval_every",
-    "valid_metric",
-    "eval_chunk_size",
-    "report_every",
-    "checkpoint_every",
-    "checkpoint_on_best",
-    "device",
-)
+_C = CommonParams()  # the loop's defaults are the params' defaults (one place)
 
 
 @dataclass
 class TrainConfig:
+    """One training run: the model, its hyper-parameters and the loop's knobs."""
+
     model: str
     hparams: dict[str, Any]
-    epochs: int = 200
-    batch_size: int = 2048
-    lr: float = 1e-3
-    weight_decay: float = 0.0
-    patience: int = 20
-    eval_every: int = 1
-    valid_metric: str = "recall@20"
+    epochs: int = _C.epochs
+    batch_size: int = _C.batch_size
+    lr: float = _C.lr
+    weight_decay: float = _C.weight_decay
+    patience: int = _C.patience
+    eval_every: int = _C.eval_every
+    valid_metric: str = _C.valid_metric
     ks: tuple[int, ...] = (10, 20)
-    eval_chunk_size: int = 2048
-    report_every: int = 10
-    checkpoint_every: int = 10
-    checkpoint_on_best: bool = False
-    device: str = "cpu"
+    eval_chunk_size: int = _C.eval_chunk_size
+    report_every: int = _C.report_every
+    checkpoint_every: int = _C.checkpoint_every
+    checkpoint_on_best: bool = _C.checkpoint_on_best
+    device: str = _C.device
     seed: int = 42
 
     @classmethod
-    def from_params(cls, model: str, train_params: dict[str, Any], ks: list[int]) -> TrainConfig:
-        common = train_params.get("common", {})
+    def from_config(cls, model: str, train: TrainParams, ks: list[int] | tuple[int, ...]) -> TrainConfig:
+        """The first configuration of ``train.<model>`` with ``train.common`` and ``train.seed``."""
         return cls(
             model=model,
-            hparams=dict(train_params.get(model) or {}),
+            hparams=train.section(model),
             ks=tuple(ks),
-            seed=int(train_params.get("seed", 42)),
-            **{k: common[k] for k in _COMMON_KEYS if k in common and common[k] is not None},
+            seed=train.seed,
+            **train.common.model_dump(),
         )
 
 

@@ -19,7 +19,8 @@ from typing import Any
 
 import torch
 
-from training.data import load_train_data
+from pipelines.config import RayParams
+from training.data import DataSource, load_train_data
 from training.loop import TrainConfig, final_state, train
 
 log = logging.getLogger(__name__)
@@ -76,23 +77,23 @@ def worker_loop(config: dict[str, Any]) -> None:
         import ray.train.torch
 
         cfg.device = str(ray.train.torch.get_device())  # the GPU Ray assigned to this worker
-    data = load_train_data(Path(config["store"]), config["features"], Path(config["graphs"]))
+    data = load_train_data(config["source"])
     train(cfg, data, RayContext())
 
 
-def ensure_ray(ray_params: dict[str, Any]) -> None:
+def ensure_ray(ray_params: RayParams) -> None:
     """Connect to ``RAY_ADDRESS``/``address`` if given, else start (or reuse) a local Ray."""
     import ray
 
     if ray.is_initialized():
         return
-    address = os.environ.get("RAY_ADDRESS") or ray_params.get("address")
+    address = os.environ.get("RAY_ADDRESS") or ray_params.address
     if address:
         ray.init(address=address, log_to_driver=True)
         log.info("connected to Ray cluster at %s", address)
     else:
         ray.init(
-            num_cpus=int(ray_params.get("num_cpus") or os.cpu_count() or 2),
+            num_cpus=ray_params.num_cpus or os.cpu_count() or 2,
             include_dashboard=False,
             log_to_driver=True,
         )
@@ -105,9 +106,9 @@ def run_name(cfg: TrainConfig) -> str:
     return f"{cfg.model}-{digest[:10]}"
 
 
-def storage_uri(ray_params: dict[str, Any]) -> str:
+def storage_uri(ray_params: RayParams) -> str:
     """``storage_path`` as Ray wants it: an absolute local path or an untouched URI."""
-    storage = str(ray_params.get("storage_path") or ".ray_results")
+    storage = ray_params.storage_path
     return storage if "://" in storage else str(Path(storage).resolve())
 
 
@@ -125,25 +126,24 @@ def _clear_run(storage: str, name: str) -> None:
 def fit(
     cfg: TrainConfig,
     *,
-    store: Path,
-    features: list[str],
-    graphs: Path,
+    source: DataSource,
     workers: int,
-    ray_params: dict[str, Any],
+    ray_params: RayParams,
 ) -> dict[str, Any]:
     """Train with a ``TorchTrainer``; returns the final state reported by rank 0
     (``model_state`` = best weights, ``history``, ``best_epoch``, ``best_valid``, ``config``).
 
-    ``ray_params``: ``address``, ``storage_path``, ``max_failures``, ``cpus_per_worker``,
-    ``resume`` (continue from this configuration's latest checkpoint), ``num_cpus``.
+    ``ray_params.resume`` continues from this configuration's latest checkpoint. Each
+    worker loads the data from ``source`` (absolute paths, so a cluster's workers find it
+    on shared storage).
     """
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
     ensure_ray(ray_params)
-    cpus = float(ray_params.get("cpus_per_worker", 1))
+    cpus = float(ray_params.cpus_per_worker)
     storage, name = storage_uri(ray_params), run_name(cfg)
-    if not ray_params.get("resume"):
+    if not ray_params.resume:
         _clear_run(storage, name)
     else:
         log.info("resume: continuing %s from its latest checkpoint under %s, if any", name, storage)
@@ -152,9 +152,7 @@ def fit(
         worker_loop,
         train_loop_config={
             "cfg": cfg.__dict__,
-            "store": str(store.resolve()),
-            "features": features,
-            "graphs": str(graphs.resolve()),
+            "source": source,
             "threads": max(1, int(cpus)),
         },
         scaling_config=ScalingConfig(
@@ -165,8 +163,8 @@ def fit(
         run_config=RunConfig(
             name=name,
             storage_path=storage,
-            failure_config=FailureConfig(max_failures=int(ray_params.get("max_failures", 0))),
-            checkpoint_config=CheckpointConfig(num_to_keep=int(ray_params.get("checkpoints_to_keep", 1))),
+            failure_config=FailureConfig(max_failures=ray_params.max_failures),
+            checkpoint_config=CheckpointConfig(num_to_keep=ray_params.checkpoints_to_keep),
         ),
     )
     result = trainer.fit()

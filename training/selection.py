@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from pipelines.config import TrainParams
 from training.loop import TrainConfig
 
 _NOT_OVERRIDABLE = {"model", "hparams", "seed", "ks"}
@@ -56,16 +57,13 @@ def make_config(base: TrainConfig, config: dict[str, Any], seed: int) -> TrainCo
     return dataclasses.replace(base, hparams=hparams, seed=int(seed), **overrides)
 
 
-def seeds_of(train_params: dict[str, Any]) -> list[int]:
+def seeds_of(train: TrainParams) -> list[int]:
     """``train.seeds`` (a list) or else the single ``train.seed``."""
-    seeds = train_params.get("seeds")
-    if seeds is None:
-        return [int(train_params.get("seed", 42))]
-    if isinstance(seeds, int):
-        seeds = [seeds]
-    if not seeds:
+    if train.seeds is None:
+        return [train.seed]
+    if not train.seeds:
         raise ValueError("params.yaml train.seeds: an empty list; give one or more seeds or null")
-    return [int(s) for s in seeds]
+    return list(train.seeds)
 
 
 def mean_std(values: Sequence[float]) -> dict[str, float]:

@@ -5,7 +5,8 @@ catalog changes). For items whose ``content_hash`` did not change the embedding 
 change either (cosine ~ 1): anything else means the encoder or its preprocessing moved
 while its id stayed the same. Distribution shift of norms and of sampled pair cosines
 is measured as a 1-D earth mover's distance, and the catalog churn as shares of items
-added, removed and changed. Each figure has a warn and a fail level (``validate.drift``).
+added, removed and changed. Each figure has a warn and a fail level (``validate.drift``,
+handed in as the feature's ``pipelines.config.Thresholds``).
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from features.store import MANIFEST
+from pipelines.config import DriftParams, Level, Thresholds
 from validation.vectors import FeatureVectors, cosines, load_vectors, sample_pairs, wasserstein
 
 NO_PREVIOUS = "no previous snapshot"
@@ -77,13 +80,10 @@ def _level(value: float | None, warn: float | None, fail: float | None, higher_i
     return "fail" if past(fail) else "warn" if past(warn) else "ok"
 
 
-def _check(
-    metric: str, value: float | None, th: dict[str, Any], sample: list[Any] | None = None
-) -> DriftCheck:
-    levels = th.get(metric) or {}
-    warn, fail = levels.get("warn"), levels.get("fail")
-    status = _level(value, warn, fail, METRICS[metric])
-    return DriftCheck(metric, value, warn, fail, status, sample or [])
+def _check(metric: str, value: float | None, levels: DriftParams, sample: list[Any] | None = None) -> DriftCheck:
+    level: Level = getattr(levels, metric)
+    status = _level(value, level.warn, level.fail, METRICS[metric])
+    return DriftCheck(metric, value, level.warn, level.fail, status, sample or [])
 
 
 def _unique_ids(fv: FeatureVectors) -> FeatureVectors:
@@ -112,36 +112,31 @@ def skipped(
 def drift(
     previous: Path,
     current: Path,
-    th: dict[str, Any],
+    th: Thresholds,
     *,
     seed: int = 0,
     table: str | None = None,
-    sample_size: int = 5,
     current_vectors: FeatureVectors | None = None,
 ) -> DriftOutcome:
-    """Compare two feature tables; ``th`` maps each metric to ``{warn, fail}`` levels (null = off).
+    """Compare two feature tables at the levels of ``th.drift`` (a null level is off).
 
-    A missing previous table is not an error: the outcome is ``skipped`` with reason
-    "no previous snapshot". Pass ``current_vectors`` when the current table is loaded.
+    ``th.pair_sample`` pairs are sampled per snapshot, ``th.sample_size`` ids named per
+    check. A missing previous table is not an error: the outcome is ``skipped`` with
+    reason "no previous snapshot". Pass ``current_vectors`` when the current table is loaded.
     """
     table = table or str(current)
-    if not (Path(previous) / "_manifest.json").exists():
+    if not (Path(previous) / MANIFEST).exists():
         return skipped(table, current, NO_PREVIOUS, previous)
     prev = _unique_ids(load_vectors(Path(previous)))
     cur = _unique_ids(current_vectors if current_vectors is not None else load_vectors(Path(current)))
-    return compare(prev, cur, th, seed=seed, table=table, sample_size=sample_size)
+    return compare(prev, cur, th, seed=seed, table=table)
 
 
 def compare(
-    prev: FeatureVectors,
-    cur: FeatureVectors,
-    th: dict[str, Any],
-    *,
-    seed: int = 0,
-    table: str = "",
-    sample_size: int = 5,
+    prev: FeatureVectors, cur: FeatureVectors, th: Thresholds, *, seed: int = 0, table: str = ""
 ) -> DriftOutcome:
     """Drift of two loaded snapshots (ids unique)."""
+    levels, sample_size = th.drift, th.sample_size
     ids_p, ids_c = prev.item_id, cur.item_id
     pos = pd.Index(ids_p).get_indexer(ids_c)  # row of each current item in previous, -1 if new
     common = pos >= 0
@@ -161,18 +156,21 @@ def compare(
     in_current[pos[common]] = True
     checks = [
         _check(
-            "added_share", counts["added"] / max(1, counts["current"]), th, _head(ids_c, ~common, sample_size)
+            "added_share",
+            counts["added"] / max(1, counts["current"]),
+            levels,
+            _head(ids_c, ~common, sample_size),
         ),
         _check(
             "removed_share",
             counts["removed"] / max(1, counts["previous"]),
-            th,
+            levels,
             _head(ids_p, ~in_current, sample_size),
         ),
         _check(
             "changed_share",
             counts["changed"] / max(1, n_common),
-            th,
+            levels,
             _head(ids_c, common & ~same, sample_size),
         ),
     ]
@@ -192,7 +190,7 @@ def compare(
         cos_same = cosines(cur, cur_rows, prev, pos[cur_rows])
         low = [f"{ids_c.iat[cur_rows[j]]} cos {cos_same[j]:.5f}" for j in np.argsort(cos_same)[:sample_size]]
         min_cos = float(cos_same.min()) if len(cos_same) else None
-        n_pairs = int(th.get("pair_sample", 2000))
+        n_pairs = th.pair_sample
         rp, op = sample_pairs(len(prev), n_pairs, seed)
         rc, oc = sample_pairs(len(cur), n_pairs, seed)
         pc_p, pc_c = cosines(prev, rp, prev, op), cosines(cur, rc, cur, oc)
@@ -200,11 +198,11 @@ def compare(
         mean_p = float(norm_p.mean()) if len(norm_p) else 1.0
         norm_shift = wasserstein(norm_p, norm_c) / max(mean_p, 1e-12)
         checks += [
-            _check("min_unchanged_cosine", min_cos, th, low),
-            _check("norm_shift", norm_shift, th),
-            _check("pair_cosine_shift", wasserstein(pc_p, pc_c), th),
+            _check("min_unchanged_cosine", min_cos, levels, low),
+            _check("norm_shift", norm_shift, levels),
+            _check("pair_cosine_shift", wasserstein(pc_p, pc_c), levels),
         ]
-        fail_cos = (th.get("min_unchanged_cosine") or {}).get("fail")
+        fail_cos = levels.min_unchanged_cosine.fail
         stats |= {
             "unchanged_cosine": {
                 "min": min_cos,

@@ -1,8 +1,10 @@
 """One suite per store table: the frame GX sees and the expectations over it.
 
-Thresholds come from ``params.yaml`` (``validate``). Each builder returns a ``Suite``:
-the pandas frame (table columns plus derived scalar columns), built-in GX expectations
-each tagged with a short ``check`` name, and the columns that identify a failing row.
+Suites are handed explicit paths (or loaded data) and typed thresholds
+(``pipelines.config.Thresholds``) by the validate stage; they know no store layout.
+Each builder returns a ``Suite``: the pandas frame (table columns plus derived scalar
+columns), built-in GX expectations each tagged with a short ``check`` name, and the
+columns that identify a failing row.
 """
 
 from __future__ import annotations
@@ -16,8 +18,9 @@ import numpy as np
 import pandas as pd
 
 from features.schemas import SPLITS
-from features.store import read_manifest, read_table
-from validation.vectors import FeatureVectors, cosines, duplicate_flags, load_vectors, sample_pairs
+from features.store import MANIFEST, read_manifest, read_table
+from pipelines.config import Thresholds
+from validation.vectors import FeatureVectors, cosines, duplicate_flags, sample_pairs
 
 
 @dataclass
@@ -36,14 +39,55 @@ def expect(check: str, cls: type, sample: list[Any] | None = None, **kwargs: Any
     return cls(**kwargs, meta=meta)
 
 
+# ---- the expectations the suites share
+
+
+def has_rows(df: pd.DataFrame) -> Any:
+    return expect("has_rows", gxe.ExpectTableRowCountToBeBetween, min_value=1, sample=[f"{len(df)} rows"])
+
+
+def unique(column: str) -> Any:
+    return expect(f"unique_{column}", gxe.ExpectColumnValuesToBeUnique, column=column)
+
+
+def present(column: str) -> Any:
+    return expect(f"{column}_present", gxe.ExpectColumnValuesToNotBeNull, column=column)
+
+
+def in_range(column: str, n: int, check: str | None = None) -> Any:
+    """Values of ``column`` in ``[0, n)`` (a dense index over ``n`` rows)."""
+    return between(check or f"{column}_in_range", column, 0, max(0, n - 1))
+
+
+def between(check: str, column: str, low: float | None = None, high: float | None = None, **kw: Any) -> Any:
+    bounds = {k: v for k, v in (("min_value", low), ("max_value", high)) if v is not None}
+    return expect(check, gxe.ExpectColumnValuesToBeBetween, column=column, **bounds, **kw)
+
+
+def in_set(check: str, column: str, values: list[Any], mostly: float | None = None) -> Any:
+    kw = {} if mostly is None else {"mostly": mostly}
+    return expect(check, gxe.ExpectColumnValuesToBeInSet, column=column, value_set=values, **kw)
+
+
+def share_true(check: str, column: str, min_share: float) -> Any:
+    """At least ``min_share`` of the (non-missing) values of ``column`` are True."""
+    return in_set(check, column, [True], mostly=float(min_share))
+
+
+def share(mask: pd.Series | np.ndarray) -> float:
+    return round(float(np.mean(mask)), 6) if len(mask) else 0.0
+
+
+# ---- the suites
+
+
 def _int_ids(s: pd.Series) -> np.ndarray:
     return s.fillna(-1).to_numpy().astype(np.int64)
 
 
-def interactions_suite(store: Path, th: dict[str, Any]) -> Suite:
-    n_users = read_manifest(store / "users")["row_count"]
-    n_items = read_manifest(store / "items")["row_count"]
-    df = read_table(store / "interactions", columns=["user_idx", "item_idx", "split"]).to_pandas()
+def interactions_suite(interactions: Path, n_users: int, n_items: int, th: Thresholds) -> Suite:
+    """The interactions table: ids in range, valid splits, no duplicate pairs, few cold rows."""
+    df = read_table(interactions, columns=["user_idx", "item_idx", "split"]).to_pandas()
     u, i = _int_ids(df["user_idx"]), _int_ids(df["item_idx"])
     split = df["split"].to_numpy()
     key = (u + 1) * (n_items + 2) + (i + 1)
@@ -61,47 +105,16 @@ def interactions_suite(store: Path, th: dict[str, Any]) -> Suite:
     cold_u, cold_i = heldout & ~user_seen, heldout & ~item_seen
     n_held = int(heldout.sum())
     exps = [
-        expect("has_rows", gxe.ExpectTableRowCountToBeBetween, min_value=1, sample=[f"{len(df)} rows"]),
-        expect("user_idx_present", gxe.ExpectColumnValuesToNotBeNull, column="user_idx"),
-        expect("item_idx_present", gxe.ExpectColumnValuesToNotBeNull, column="item_idx"),
-        expect(
-            "user_idx_in_range",
-            gxe.ExpectColumnValuesToBeBetween,
-            column="user_idx",
-            min_value=0,
-            max_value=n_users - 1,
-        ),
-        expect(
-            "item_idx_in_range",
-            gxe.ExpectColumnValuesToBeBetween,
-            column="item_idx",
-            min_value=0,
-            max_value=n_items - 1,
-        ),
-        expect("split_valid", gxe.ExpectColumnValuesToBeInSet, column="split", value_set=list(SPLITS)),
-        expect(
-            "no_duplicate_pair_in_split",
-            gxe.ExpectColumnValuesToBeInSet,
-            column="duplicate_in_split",
-            value_set=[False],
-        ),
-        expect(
-            "no_pair_across_splits", gxe.ExpectColumnValuesToBeInSet, column="splits_of_pair", value_set=[1]
-        ),
-        expect(
-            "heldout_users_in_train",
-            gxe.ExpectColumnValuesToBeInSet,
-            column="user_in_train",
-            value_set=[True],
-            mostly=1.0 - float(th["max_cold_user_share"]),
-        ),
-        expect(
-            "heldout_items_in_train",
-            gxe.ExpectColumnValuesToBeInSet,
-            column="item_in_train",
-            value_set=[True],
-            mostly=1.0 - float(th["max_cold_item_share"]),
-        ),
+        has_rows(df),
+        present("user_idx"),
+        present("item_idx"),
+        in_range("user_idx", n_users),
+        in_range("item_idx", n_items),
+        in_set("split_valid", "split", list(SPLITS)),
+        in_set("no_duplicate_pair_in_split", "duplicate_in_split", [False]),
+        in_set("no_pair_across_splits", "splits_of_pair", [1]),
+        share_true("heldout_users_in_train", "user_in_train", 1.0 - th.max_cold_user_share),
+        share_true("heldout_items_in_train", "item_in_train", 1.0 - th.max_cold_item_share),
     ]
     notes = {
         "heldout_rows": n_held,
@@ -114,42 +127,29 @@ def interactions_suite(store: Path, th: dict[str, Any]) -> Suite:
     return Suite(df, exps, ["user_idx", "item_idx", "split"], notes)
 
 
-def items_suite(store: Path, th: dict[str, Any]) -> Suite:
-    df = read_table(store / "items").to_pandas()
+def items_suite(items: Path, th: Thresholds, modalities: set[str]) -> Suite:
+    """The items table; text and image shares are checked only for the inputs some feature reads.
+
+    ``modalities`` is ``Config.extract.modalities()`` (``text``, ``image``, ``item_id``).
+    """
+    df = read_table(items).to_pandas()
     text = (df["title"].fillna("") + df["description"].fillna("")).str.strip()
     df["has_text"] = text.str.len() > 0
-    df["image_exists"] = df["image_path"].map(lambda p: bool(p) and Path(p).is_file())
     exps = [
-        expect("has_rows", gxe.ExpectTableRowCountToBeBetween, min_value=1, sample=[f"{len(df)} rows"]),
-        expect("unique_item_id", gxe.ExpectColumnValuesToBeUnique, column="item_id"),
-        expect("unique_item_idx", gxe.ExpectColumnValuesToBeUnique, column="item_idx"),
+        has_rows(df),
+        unique("item_id"),
+        unique("item_idx"),
         # Unique and within [0, n) means the dense index has no gaps.
-        expect(
-            "item_idx_dense",
-            gxe.ExpectColumnValuesToBeBetween,
-            column="item_idx",
-            min_value=0,
-            max_value=max(0, len(df) - 1),
-        ),
-        expect(
-            "text_share",
-            gxe.ExpectColumnValuesToBeInSet,
-            column="has_text",
-            value_set=[True],
-            mostly=float(th["min_text_share"]),
-        ),
-        expect(
-            "image_share",
-            gxe.ExpectColumnValuesToBeInSet,
-            column="image_exists",
-            value_set=[True],
-            mostly=float(th["min_image_share"]),
-        ),
+        in_range("item_idx", len(df), check="item_idx_dense"),
     ]
-    notes = {
-        "text_share": round(float(df["has_text"].mean()), 6) if len(df) else 0.0,
-        "image_share": round(float(df["image_exists"].mean()), 6) if len(df) else 0.0,
-    }
+    notes: dict[str, Any] = {"text_share": share(df["has_text"])}
+    if "text" in modalities:
+        exps.append(share_true("text_share", "has_text", th.min_text_share))
+    if "image" in modalities:
+        df["image_exists"] = df["image_path"].map(lambda p: bool(p) and Path(p).is_file())
+        exps.append(share_true("image_share", "image_exists", th.min_image_share))
+        notes["image_share"] = share(df["image_exists"])
+    notes["checked_modalities"] = sorted(modalities & {"text", "image"})
     return Suite(df, exps, ["item_id"], notes)
 
 
@@ -180,33 +180,36 @@ def feature_frame(fv: FeatureVectors, sample_pairs_n: int, seed: int) -> tuple[p
     return df, (rows, other, cos)
 
 
-def _rejected_idx(store: Path, name: str, manifest: dict[str, Any]) -> tuple[int, set[int]]:
+def rejected_rows(rejects: Path | None, manifest: dict[str, Any]) -> tuple[int, set[int]]:
     """Rows the encoder rejected, from the feature's rejects table (or its manifest counts)."""
-    rej = store / "features" / "_rejects" / name
-    if (rej / "_manifest.json").exists():
-        t = read_table(rej, columns=["item_idx"])
+    if rejects is not None and (Path(rejects) / MANIFEST).exists():
+        t = read_table(rejects, columns=["item_idx"])
         return t.num_rows, set(t.column("item_idx").drop_null().to_pylist())
     return int(manifest.get("counts", {}).get("rejected", 0)), set()
 
 
 def feature_suite(
-    store: Path, name: str, th: dict[str, Any], seed: int, vectors: FeatureVectors | None = None
+    vectors: FeatureVectors, items: Path, rejects: Path | None, th: Thresholds, seed: int
 ) -> Suite:
-    """Suite of ``store/features/<name>``; pass ``vectors`` when the table is already loaded."""
-    fv = vectors if vectors is not None else load_vectors(store / "features" / name)
+    """Suite of one loaded feature table against the items table at ``items``.
+
+    ``rejects`` is the feature's rejects table (items the encoder refused); ``th`` the
+    feature's own thresholds (``ValidateParams.for_feature``).
+    """
+    fv = vectors
     manifest = fv.manifest
-    df, (rows, other, cos) = feature_frame(fv, int(th["pair_sample"]), seed)
-    items = read_table(store / "items", columns=["item_idx", "item_id"])
-    n_items = items.num_rows
+    df, (rows, other, cos) = feature_frame(fv, th.pair_sample, seed)
+    item_ids = read_table(items, columns=["item_idx", "item_id"])
+    n_items = item_ids.num_rows
     id_by_idx = pd.Series(
-        items.column("item_id").to_pandas().to_numpy(), index=items.column("item_idx").to_numpy()
+        item_ids.column("item_id").to_pandas().to_numpy(), index=item_ids.column("item_idx").to_numpy()
     )
     id_by_idx = id_by_idx[~id_by_idx.index.duplicated()]
     idx = df["item_idx"].to_numpy()
     df["id_matches_items"] = id_by_idx.reindex(idx).to_numpy() == df["item_id"].to_numpy()
-    n_rejected, rejected = _rejected_idx(store, name, manifest)
+    n_rejected, rejected = rejected_rows(rejects, manifest)
     accepted = n_items - n_rejected
-    sample_k = int(th.get("sample_size", 5))
+    sample_k = th.sample_size
     if len(df) < accepted:
         lost = sorted(set(range(n_items)) - set(idx.tolist()) - rejected)[:sample_k]
         rows_sample = [f"missing {id_by_idx.get(i)}" for i in lost]
@@ -215,46 +218,18 @@ def feature_suite(
         rows_sample = [f"extra {x}" for x in dup] or [f"{len(df)} rows, {accepted} accepted"]
     ids = df["item_id"].to_numpy()
     pair_sample = [f"{ids[rows[j]]}~{ids[other[j]]} cos {cos[j]:.4f}" for j in np.argsort(-cos)[:sample_k]]
-    tol = float(th["norm_tolerance"])
+    tol = th.norm_tolerance
     dim = int(manifest.get("dim", df["dim"].iloc[0] if len(df) else 0))
     exps = [
-        expect(
-            "rows_match_accepted",
-            gxe.ExpectTableRowCountToEqual,
-            value=int(accepted),
-            sample=rows_sample,
-        ),
-        expect("unique_item_id", gxe.ExpectColumnValuesToBeUnique, column="item_id"),
-        expect("unique_item_idx", gxe.ExpectColumnValuesToBeUnique, column="item_idx"),
-        expect(
-            "item_idx_in_range",
-            gxe.ExpectColumnValuesToBeBetween,
-            column="item_idx",
-            min_value=0,
-            max_value=max(0, n_items - 1),
-        ),
-        expect(
-            "item_id_matches_items",
-            gxe.ExpectColumnValuesToBeInSet,
-            column="id_matches_items",
-            value_set=[True],
-        ),
-        expect("dim_matches_manifest", gxe.ExpectColumnValuesToBeInSet, column="dim", value_set=[dim]),
-        expect("no_nonfinite", gxe.ExpectColumnValuesToBeInSet, column="nonfinite", value_set=[0]),
-        expect(
-            "no_zero_vectors",
-            gxe.ExpectColumnValuesToBeBetween,
-            column="norm",
-            min_value=float(th["min_norm"]),
-            strict_min=True,
-        ),
-        expect(
-            "duplicate_share",
-            gxe.ExpectColumnValuesToBeInSet,
-            column="duplicate_vector",
-            value_set=[False],
-            mostly=1.0 - float(th["max_duplicate_share"]),
-        ),
+        expect("rows_match_accepted", gxe.ExpectTableRowCountToEqual, value=int(accepted), sample=rows_sample),
+        unique("item_id"),
+        unique("item_idx"),
+        in_range("item_idx", n_items),
+        in_set("item_id_matches_items", "id_matches_items", [True]),
+        in_set("dim_matches_manifest", "dim", [dim]),
+        in_set("no_nonfinite", "nonfinite", [0]),
+        between("no_zero_vectors", "norm", th.min_norm, strict_min=True),
+        in_set("duplicate_share", "duplicate_vector", [False], mostly=1.0 - th.max_duplicate_share),
     ]
     if len(rows):
         exps.append(
@@ -262,33 +237,26 @@ def feature_suite(
                 "mean_pair_cosine",
                 gxe.ExpectColumnMeanToBeBetween,
                 column="pair_cosine",
-                max_value=float(th["max_mean_pair_cosine"]),
+                max_value=th.max_mean_pair_cosine,
                 sample=pair_sample,
             )
         )
     if manifest.get("normalized"):
-        exps.append(
-            expect(
-                "unit_norm",
-                gxe.ExpectColumnValuesToBeBetween,
-                column="norm",
-                min_value=1 - tol,
-                max_value=1 + tol,
-            )
-        )
+        exps.append(between("unit_norm", "norm", 1 - tol, 1 + tol))
     notes = {
         "encoder_id": manifest.get("encoder_id"),
         "weights": manifest.get("weights"),
         "random_weights": manifest.get("random_weights"),
         "dim": dim,
         "rejected": n_rejected,
-        "duplicate_share": round(float(df["duplicate_vector"].mean()), 6) if len(df) else 0.0,
+        "duplicate_share": share(df["duplicate_vector"]),
         "mean_pair_cosine": round(float(cos.mean()), 6) if len(rows) else None,
     }
     return Suite(df, exps, ["item_id"], notes)
 
 
-def graph_suite(path: Path, th: dict[str, Any], n_items: int) -> Suite:
+def graph_suite(path: Path, th: Thresholds, n_items: int) -> Suite:
+    """The kNN edge table at ``path``: k edges per item of ``n_items``, valid ids and weights."""
     manifest = read_manifest(path)
     k = int(manifest["k"])
     df = read_table(path).to_pandas()
@@ -297,16 +265,16 @@ def graph_suite(path: Path, th: dict[str, Any], n_items: int) -> Suite:
     df["self_loop"] = item == nb
     df["duplicate_edge"] = df.duplicated(["item_idx", "neighbor_idx"], keep=False).to_numpy()
     df["finite"] = np.isfinite(df["similarity"].to_numpy())
-    allow_self = th.get("allow_self_loops")
-    allow_self = bool(manifest.get("self_loops")) if allow_self is None else bool(allow_self)
-    sample_k = int(th.get("sample_size", 5))
+    allow_self = th.allow_self_loops
+    allow_self = bool(manifest.get("self_loops")) if allow_self is None else allow_self
+    sample_k = th.sample_size
     counts = df.groupby("item_idx").size()
     missing = sorted(set(range(n_items)) - set(counts.index.tolist()))[:sample_k]
     bad = counts[counts != k].index.tolist()[:sample_k]
     rows_sample = [f"item_idx {i}: no edges" for i in missing] + [
         f"item_idx {i}: {counts[i]} edges" for i in bad
     ]
-    sim_tol = float(th["similarity_tolerance"])
+    sim_tol = th.similarity_tolerance
     exps = [
         expect(
             "rows_are_items_times_k",
@@ -314,41 +282,17 @@ def graph_suite(path: Path, th: dict[str, Any], n_items: int) -> Suite:
             value=n_items * k,
             sample=rows_sample or [f"{len(df)} rows"],
         ),
-        expect("k_neighbors_per_item", gxe.ExpectColumnValuesToBeInSet, column="neighbors", value_set=[k]),
-        expect(
-            "item_idx_in_range",
-            gxe.ExpectColumnValuesToBeBetween,
-            column="item_idx",
-            min_value=0,
-            max_value=max(0, n_items - 1),
-        ),
-        expect(
-            "neighbor_idx_in_range",
-            gxe.ExpectColumnValuesToBeBetween,
-            column="neighbor_idx",
-            min_value=0,
-            max_value=max(0, n_items - 1),
-        ),
-        expect(
-            "rank_in_range", gxe.ExpectColumnValuesToBeBetween, column="rank", min_value=0, max_value=k - 1
-        ),
-        expect("unique_edges", gxe.ExpectColumnValuesToBeInSet, column="duplicate_edge", value_set=[False]),
-        expect("finite_weights", gxe.ExpectColumnValuesToBeInSet, column="finite", value_set=[True]),
+        in_set("k_neighbors_per_item", "neighbors", [k]),
+        in_range("item_idx", n_items),
+        in_range("neighbor_idx", n_items),
+        in_range("rank", k),
+        in_set("unique_edges", "duplicate_edge", [False]),
+        in_set("finite_weights", "finite", [True]),
     ]
     if manifest.get("similarity", "cosine") == "cosine":
-        exps.append(
-            expect(
-                "similarity_in_range",
-                gxe.ExpectColumnValuesToBeBetween,
-                column="similarity",
-                min_value=-1 - sim_tol,
-                max_value=1 + sim_tol,
-            )
-        )
+        exps.append(between("similarity_in_range", "similarity", -1 - sim_tol, 1 + sim_tol))
     if not allow_self:
-        exps.append(
-            expect("no_self_loops", gxe.ExpectColumnValuesToBeInSet, column="self_loop", value_set=[False])
-        )
+        exps.append(in_set("no_self_loops", "self_loop", [False]))
     notes = {
         "k": k,
         "self_loops_allowed": allow_self,

@@ -3,7 +3,7 @@
 GX sees one row per vector; these functions turn an (n, d) matrix into per-row scalars
 (norm, non-finite count, exact-duplicate flag) and seeded samples of pair cosines
 without building anything n x n. The same loaded table serves the feature suite and
-drift, so a 100k x 384 table is read and decoded once (zero-copy from Arrow).
+drift, so a 100k x 384 table is read and decoded once.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from features.store import StoreError, read_manifest, read_table
+from features.store import StoreError, arrow_to_embeddings, read_manifest, read_table
 
 FEATURE_COLUMNS = ("item_idx", "item_id", "embedding", "content_hash")
 CHUNK = 16384  # rows per chunk where a gathered copy of the matrix would be made
@@ -25,7 +25,7 @@ CHUNK = 16384  # rows per chunk where a gathered copy of the matrix would be mad
 
 @dataclass
 class FeatureVectors:
-    """One feature table as validation needs it; ``emb`` may be a read-only view into Arrow."""
+    """One feature table as validation needs it: every row, in file order."""
 
     path: Path
     manifest: dict[str, Any]
@@ -44,28 +44,24 @@ class FeatureVectors:
         return int(self.emb.shape[1])
 
 
-def embedding_matrix(path: Path, column: pa.ChunkedArray) -> np.ndarray:
-    """fixed_size_list<float32>[d] -> (n, d) float32, without a copy when the column is one chunk."""
-    arr = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
-    if arr.null_count:
-        raise StoreError(f"feature table {path}: column 'embedding' has {arr.null_count} null rows")
-    dim = arr.type.list_size
-    flat = arr.flatten()
-    try:
-        values = flat.to_numpy(zero_copy_only=True)
-    except pa.ArrowInvalid:
-        values = flat.to_numpy(zero_copy_only=False)
-    return values.reshape(-1, dim).astype(np.float32, copy=False)
-
-
 def load_vectors(path: Path) -> FeatureVectors:
+    """A feature table row by row (ids, content hashes, embeddings), as written.
+
+    Unlike ``features.reader.load_features`` (a matrix aligned to the item index, which
+    rejects duplicate or out-of-range ``item_idx``) this keeps every row, so the feature
+    suite can report such rows as failures. Reading, the manifest and row-count checks
+    and the embedding decoding are ``features.store``'s.
+    """
     path = Path(path)
     manifest = read_manifest(path)
     try:
         table = read_table(path, columns=list(FEATURE_COLUMNS))
     except (KeyError, pa.ArrowInvalid) as e:
         raise StoreError(f"feature table {path}: expected columns {list(FEATURE_COLUMNS)}: {e}") from e
-    emb = embedding_matrix(path, table.column("embedding"))
+    column = table.column("embedding")
+    if column.null_count:
+        raise StoreError(f"feature table {path}: column 'embedding' has {column.null_count} null rows")
+    emb = arrow_to_embeddings(column)
     nonfinite, norms = row_stats(emb)
     return FeatureVectors(
         path=path,

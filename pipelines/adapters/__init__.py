@@ -24,6 +24,21 @@ ADAPTERS: dict[str, Callable[[dict[str, Any]], RawData]] = {
 }
 
 
+_DEFAULTS: dict[str, dict[str, Any]] = {
+    "demo": generic.DEFAULTS,
+    "generic": generic.DEFAULTS,
+    "mmrec": mmrec.DEFAULTS,
+    "recbole": recbole.DEFAULTS,
+    "split_json": split_json.DEFAULTS,
+    "amazon": amazon.DEFAULTS,
+}
+
+
+def adapter_defaults(source: str) -> dict[str, Any]:
+    """The ``data.options`` an adapter takes, with their defaults (checked when params load)."""
+    return _DEFAULTS.get(source, {})
+
+
 def read_source(data: dict[str, Any]) -> RawData:
     """Read the dataset that ``data`` (one profile) describes with its adapter."""
     source = data.get("source", "generic")

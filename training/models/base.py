@@ -17,7 +17,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from features.errors import PlatformError
+from training.blocks.semantic_graphs import ConstTensors, Graph, mixed_knn_graph
 from training.data import TrainData
+from training.sparse import propagate_mean
 
 _REGISTRY: dict[str, type[Recommender]] = {}
 
@@ -72,6 +74,46 @@ class Recommender(nn.Module):
             raise ModelError(f"model {self.name!r} needs item features; none were loaded")
         self.features = item_features(data) if self.needs_features else []
 
+    # -- set-up shared by the models (same creation order and init calls as each model had,
+    # so a seed still gives the same weights) --
+
+    def add_id_embeddings(self, init: Callable[[torch.Tensor], torch.Tensor]) -> int:
+        """``self.user_emb`` and ``self.item_emb``: ``nn.Embedding`` tables ``embedding_dim``
+        wide, both created before ``init`` overwrites the users' then the items' weights.
+        Returns the width."""
+        d = int(self.hp["embedding_dim"])
+        self.user_emb = nn.Embedding(self.n_users, d)
+        self.item_emb = nn.Embedding(self.n_items, d)
+        init(self.user_emb.weight)
+        init(self.item_emb.weight)
+        return d
+
+    def feature_parameters(self, trainable: bool = True) -> nn.ParameterList:
+        """The feature tables as parameters (in the state dict; fine-tuned when ``trainable``)."""
+        return nn.ParameterList(nn.Parameter(f.tensor(), requires_grad=trainable) for f in self.features)
+
+    def feature_constants(self) -> ConstTensors:
+        """The feature tables as constant inputs (moved with the model, not in the state dict)."""
+        return ConstTensors([f.tensor() for f in self.features])
+
+    def item_knn_graph(self, data: TrainData) -> Graph:
+        """FREEDOM's frozen item-item graph (and its transpose) from the hyper-parameters
+        ``feature_weights`` (None: equal), ``knn_k`` and ``knn_chunk_size``."""
+        names = [f.name for f in self.features]
+        weights = feature_weights(names, self.hp["feature_weights"], self.name)
+        return mixed_knn_graph(data, names, weights, int(self.hp["knn_k"]), int(self.hp["knn_chunk_size"]))
+
+    def propagate_ids(
+        self, adj: torch.Tensor, n_layers: int, adj_t: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """LightGCN over the id embeddings: users and items stacked, mean of layers 0..n."""
+        ego = torch.cat([self.user_emb.weight, self.item_emb.weight])
+        return propagate_mean(adj, ego, n_layers, adj_t)
+
+    def split(self, stacked: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Users' and items' rows of a users-then-items stacked matrix."""
+        return stacked[: self.n_users], stacked[self.n_users :]
+
     def pre_epoch(self, rng: np.random.Generator) -> None:
         """Per-epoch work before the batches (e.g. FREEDOM's edge pruning)."""
 
@@ -86,6 +128,14 @@ class Recommender(nn.Module):
         """Scores of ``users`` against every item, ``(len(users), n_items)``."""
         u, i = self.embeddings()
         return u[users] @ i.T
+
+    @torch.no_grad()
+    def inference_embeddings(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The user and item matrices for ranking: eval mode, no autograd graph, detached
+        float32. Leaves the model in eval mode (what a loaded checkpoint is for)."""
+        self.eval()
+        u, i = self.embeddings()
+        return u.detach().float(), i.detach().float()
 
 
 def bpr_loss(pos_scores: torch.Tensor, neg_scores: torch.Tensor, gamma: float = 0.0) -> torch.Tensor:
@@ -107,9 +157,14 @@ def half_sq_reg(*tensors: torch.Tensor) -> torch.Tensor:
     return sum(0.5 * t.pow(2).sum() for t in tensors) / tensors[0].shape[0]
 
 
-def l2_reg(*tensors: torch.Tensor) -> torch.Tensor:
-    """Squared L2 norm of the batch's embeddings, averaged over the batch."""
-    return sum(t.pow(2).sum() for t in tensors) / tensors[0].shape[0]
+def feature_weights(names: list[str], weights: dict[str, float] | None, model: str) -> dict[str, float]:
+    """Per-feature weights of a mixed item graph; ``None`` (or empty) means equal weights."""
+    if not weights:
+        return {n: 1.0 / len(names) for n in names}
+    missing = [n for n in names if n not in weights]
+    if missing:
+        raise ModelError(f"{model}.feature_weights: no weight for feature(s) {missing}; got {weights}")
+    return {n: float(weights[n]) for n in names}
 
 
 def xavier_normal_linear(layer: nn.Linear) -> nn.Linear:

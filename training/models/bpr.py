@@ -19,11 +19,7 @@ class BPR(Recommender):
 
     def __init__(self, data: TrainData, hp: dict[str, Any]) -> None:
         super().__init__(data, hp)
-        d = int(self.hp["embedding_dim"])
-        self.user_emb = nn.Embedding(self.n_users, d)
-        self.item_emb = nn.Embedding(self.n_items, d)
-        nn.init.xavier_normal_(self.user_emb.weight)
-        nn.init.xavier_normal_(self.item_emb.weight)
+        self.add_id_embeddings(nn.init.xavier_normal_)
 
     def forward(self, users: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor) -> torch.Tensor:
         u, p, n = self.user_emb(users), self.item_emb(pos), self.item_emb(neg)

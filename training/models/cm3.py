@@ -31,19 +31,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from training.data import TrainData
-from training.models.base import Recommender, register
-from training.models.channel_gcn import (
-    feature_mlp,
-    item_graph_hops,
-    propagate_channels,
+from training.blocks.channel_gcn import (
+    feature_channels,
+    propagate_channel_model,
     user_channel_preferences,
     xavier_normal_rows,
 )
-from training.models.fusion import sample_mix, spherical_bezier
-from training.models.losses import alignment, calibrated_uniformity, uniformity
-from training.models.semantic_graphs import ConstTensors, feature_weights, mixed_knn_graph
-from training.sparse import bipartite_adjacency
+from training.blocks.fusion import sample_mix, spherical_bezier
+from training.blocks.losses import alignment, calibrated_uniformity, uniformity
+from training.blocks.semantic_graphs import user_item_adjacency
+from training.data import TrainData
+from training.models.base import Recommender, register
 
 
 @register("cm3")
@@ -67,23 +65,17 @@ class CM3(Recommender):
 
     def __init__(self, data: TrainData, hp: dict[str, Any]) -> None:
         super().__init__(data, hp)
-        d = int(self.hp["embedding_dim"])
-        self.d = d
+        d = self.d = int(self.hp["embedding_dim"])
         self.n_channels = len(self.features) + 1
         # Constant inputs, plain attributes (not buffers): DDP must not broadcast them.
-        self.feats = ConstTensors([f.tensor() for f in self.features])
-        self.mlps = nn.ModuleList(feature_mlp(f.dim, d) for f in self.features)
+        self.feats, self.mlps = feature_channels((f.tensor() for f in self.features), d)
         self.fuse_proj = nn.ModuleList(nn.Linear(f.dim, d) for f in self.features)
         for layer in self.fuse_proj:
             nn.init.xavier_normal_(layer.weight)
         self.user_pref = user_channel_preferences(self.n_users, self.n_channels, d)
         self.theta = nn.Parameter(xavier_normal_rows(self.n_users, self.n_channels))
-        names = [f.name for f in self.features]
-        weights = feature_weights(names, self.hp["feature_weights"], "cm3")
-        self.mm_adj, self.mm_adj_t = mixed_knn_graph(
-            data, names, weights, int(self.hp["knn_k"]), int(self.hp["knn_chunk_size"])
-        )
-        self.adj = bipartite_adjacency(data.train.users, data.train.items, self.n_users, self.n_items)
+        self.mm_adj, self.mm_adj_t = self.item_knn_graph(data)
+        self.adj = user_item_adjacency(data)
 
     def fused(self, mix: torch.Tensor | float) -> torch.Tensor:
         """The fused channel: unit vectors on the spherical Bezier curve of the projections."""
@@ -92,13 +84,22 @@ class CM3(Recommender):
     def propagate(self, mix: torch.Tensor | float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(user, item, fused) representations on the full graph, not normalised."""
         fused = self.fused(mix)
-        items = torch.stack([mlp(x) for mlp, x in zip(self.mlps, self.feats, strict=True)] + [fused], dim=1)
-        users = self.user_pref.view(self.n_users, self.n_channels, self.d)
-        u, i = propagate_channels(self.adj, users, items, int(self.hp["n_ui_layers"]))
-        weights = F.softmax(self.theta, dim=1)
-        u = (u.view(self.n_users, self.n_channels, self.d) * weights.unsqueeze(-1)).flatten(1)
-        i = item_graph_hops(self.mm_adj, self.mm_adj_t, i, int(self.hp["n_mm_layers"]))
+        u, i = propagate_channel_model(
+            self.mlps,
+            self.feats,
+            fused,
+            self.user_pref,
+            self.fuse_users,
+            self.adj,
+            (self.mm_adj, self.mm_adj_t),
+            int(self.hp["n_ui_layers"]),
+            int(self.hp["n_mm_layers"]),
+        )
         return u, i, fused
+
+    def fuse_users(self, channels: torch.Tensor) -> torch.Tensor:
+        """A per-user softmax over the ``(n_users, C, d)`` channels, concatenated."""
+        return (channels * F.softmax(self.theta, dim=1).unsqueeze(-1)).flatten(1)
 
     def forward(self, users: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor) -> torch.Tensor:
         mix = sample_mix(self.n_items, float(self.hp["alpha"]), device=self.user_pref.device)

@@ -16,9 +16,8 @@ import torch
 from torch import nn
 
 from training.data import TrainData
-from training.models.base import ModelError, Recommender, bpr_loss, project_rows, register, touches_most
-from training.models.item_graph import knn_edges
-from training.sparse import knn_adjacency, propagate_mean, spmm, sym_norm_values, transpose_csr
+from training.models.base import Recommender, bpr_loss, project_rows, register, touches_most
+from training.sparse import spmm, sym_norm_values
 
 
 def prune_edges(
@@ -47,36 +46,16 @@ class FREEDOM(Recommender):
 
     def __init__(self, data: TrainData, hp: dict[str, Any]) -> None:
         super().__init__(data, hp)
-        d = int(self.hp["embedding_dim"])
-        self.user_emb = nn.Embedding(self.n_users, d)
-        self.item_emb = nn.Embedding(self.n_items, d)
-        nn.init.xavier_uniform_(self.user_emb.weight)
-        nn.init.xavier_uniform_(self.item_emb.weight)
-        names = [f.name for f in self.features]
-        self.feature_names = names
-        self.feats = nn.ParameterList(
-            nn.Parameter(f.tensor(), requires_grad=bool(self.hp["train_features"])) for f in self.features
-        )
+        d = self.add_id_embeddings(nn.init.xavier_uniform_)
+        self.feature_names = [f.name for f in self.features]
+        self.feats = self.feature_parameters(bool(self.hp["train_features"]))
         self.proj = nn.ModuleList(nn.Linear(f.dim, d) for f in self.features)
-        self.mm_adj = self._item_graph(data, names)
-        self.mm_adj_t = transpose_csr(self.mm_adj)
+        self.mm_adj, self.mm_adj_t = self.item_knn_graph(data)
         # User-item edges and their degree-sensitive sampling weights (full graph).
         self.ui_users, self.ui_items = data.train.users, data.train.items
         self.edge_weights = sym_norm_values(self.ui_users, self.ui_items, self.n_users, self.n_items)
         self.full_adj = self._ui_adj(np.arange(len(self.ui_users)))
         self.adj = self.full_adj
-
-    def _item_graph(self, data: TrainData, names: list[str]) -> torch.Tensor:
-        weights = self.hp["feature_weights"] or {n: 1.0 / len(names) for n in names}
-        missing = [n for n in names if n not in weights]
-        if missing:
-            raise ModelError(f"freedom.feature_weights: no weight for feature(s) {missing}; got {weights}")
-        total = None
-        for n in names:
-            rows, cols = knn_edges(data, n, int(self.hp["knn_k"]), int(self.hp["knn_chunk_size"]))
-            adj = knn_adjacency(rows, cols, self.n_items) * float(weights[n])
-            total = adj if total is None else total + adj
-        return total.coalesce().to_sparse_csr()
 
     def _ui_adj(self, keep: np.ndarray) -> torch.Tensor:
         u, i = self.ui_users[keep], self.ui_items[keep]
@@ -100,9 +79,8 @@ class FREEDOM(Recommender):
         h = self.item_emb.weight
         for _ in range(int(self.hp["n_mm_layers"])):
             h = spmm(self.mm_adj, h, self.mm_adj_t)
-        ego = torch.cat([self.user_emb.weight, self.item_emb.weight])
-        out = propagate_mean(adj, ego, int(self.hp["n_layers"]))
-        return out[: self.n_users], out[self.n_users :] + h
+        u, i = self.split(self.propagate_ids(adj, int(self.hp["n_layers"])))
+        return u, i + h
 
     def forward(self, users: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor) -> torch.Tensor:
         u_all, i_all = self.propagate(self.adj)

@@ -25,12 +25,11 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
+from training.blocks.item_graph import cosine_edge_values, knn_edges, learned_knn_edges
 from training.data import TrainData
 from training.models.base import Recommender, bpr_loss, half_sq_reg, register
-from training.models.item_graph import cosine_edge_values, knn_edges, learned_knn_edges
 from training.sparse import (
     bipartite_row_norm_self_loops,
-    propagate_mean,
     spmm,
     transpose_csr,
     weighted_sym_norm,
@@ -53,13 +52,10 @@ class LATTICE(Recommender):
 
     def __init__(self, data: TrainData, hp: dict[str, Any]) -> None:
         super().__init__(data, hp)
-        d, k = int(self.hp["embedding_dim"]), int(self.hp["knn_k"])
-        self.user_emb = nn.Embedding(self.n_users, d)
-        self.item_emb = nn.Embedding(self.n_items, d)
-        nn.init.xavier_uniform_(self.user_emb.weight)
-        nn.init.xavier_uniform_(self.item_emb.weight)
+        k = int(self.hp["knn_k"])
+        self.add_id_embeddings(nn.init.xavier_uniform_)
         # Feature tables are trainable (``from_pretrained(freeze=False)`` in the reference).
-        self.feats = nn.ParameterList(nn.Parameter(f.tensor()) for f in self.features)
+        self.feats = self.feature_parameters()
         self.trs = nn.ModuleList(nn.Linear(f.dim, int(self.hp["feat_embed_dim"])) for f in self.features)
         m = len(self.features)
         self.modal_weight = nn.Parameter(torch.full((m,), 1.0 / m))
@@ -124,14 +120,13 @@ class LATTICE(Recommender):
     def propagate(self, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
         built = self._rebuild
         h = self._item_hops(train)
-        ego = torch.cat([self.user_emb.weight, self.item_emb.weight])
-        out = propagate_mean(self.ui_adj, ego, int(self.hp["n_ui_layers"]), self.ui_adj_t)
-        items = out[self.n_users :] + F.normalize(h, p=2, dim=1)
+        users, items = self.split(self.propagate_ids(self.ui_adj, int(self.hp["n_ui_layers"]), self.ui_adj_t))
+        items = items + F.normalize(h, p=2, dim=1)
         if train and not built and dist.is_available() and dist.is_initialized():
             # DDP needs every parameter in the graph; the graph's inputs get no gradient on
             # the epoch's later batches (as in the reference), so add them with weight 0.
             items = items + 0.0 * sum(p.sum() for p in self._graph_params())
-        return out[: self.n_users], items
+        return users, items
 
     def _graph_params(self) -> list[nn.Parameter]:
         return [*self.feats, *self.trs.parameters(), self.modal_weight]

@@ -7,9 +7,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from training.blocks.semantic_graphs import user_item_adjacency
 from training.data import TrainData
 from training.models.base import Recommender, bpr_loss, emb_norm_reg, register
-from training.sparse import bipartite_adjacency, propagate_mean
 
 
 @register("lightgcn")
@@ -21,18 +21,12 @@ class LightGCN(Recommender):
 
     def __init__(self, data: TrainData, hp: dict[str, Any]) -> None:
         super().__init__(data, hp)
-        d = int(self.hp["embedding_dim"])
-        self.user_emb = nn.Embedding(self.n_users, d)
-        self.item_emb = nn.Embedding(self.n_items, d)
-        nn.init.xavier_uniform_(self.user_emb.weight)
-        nn.init.xavier_uniform_(self.item_emb.weight)
+        self.add_id_embeddings(nn.init.xavier_uniform_)
         # A plain attribute, not a buffer: DDP must not try to broadcast a sparse tensor.
-        self.adj = bipartite_adjacency(data.train.users, data.train.items, self.n_users, self.n_items)
+        self.adj = user_item_adjacency(data)
 
     def propagate(self) -> tuple[torch.Tensor, torch.Tensor]:
-        ego = torch.cat([self.user_emb.weight, self.item_emb.weight])
-        out = propagate_mean(self.adj, ego, int(self.hp["n_layers"]))
-        return out[: self.n_users], out[self.n_users :]
+        return self.split(self.propagate_ids(self.adj, int(self.hp["n_layers"])))
 
     def forward(self, users: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor) -> torch.Tensor:
         u_all, i_all = self.propagate()

@@ -28,18 +28,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from training.data import TrainData
-from training.models.base import Recommender, bpr_loss, register
-from training.models.channel_gcn import (
+from training.blocks.channel_gcn import (
+    feature_channels,
     feature_mlp,
-    item_graph_hops,
-    propagate_channels,
+    propagate_channel_model,
     user_channel_preferences,
     xavier_normal_rows,
 )
-from training.models.dct import dct_ortho
-from training.models.semantic_graphs import ConstTensors, feature_weights, mixed_knn_graph
-from training.sparse import bipartite_adjacency
+from training.blocks.dct import dct_ortho
+from training.blocks.semantic_graphs import user_item_adjacency
+from training.data import TrainData
+from training.models.base import Recommender, bpr_loss, register
 
 
 def decayed_weight(w1: float, epoch: int, base: float) -> float:
@@ -98,38 +97,34 @@ class LIRDRec(Recommender):
 
     def __init__(self, data: TrainData, hp: dict[str, Any]) -> None:
         super().__init__(data, hp)
-        d = int(self.hp["embedding_dim"])
-        self.d = d
+        d = self.d = int(self.hp["embedding_dim"])
         self.n_channels = len(self.features) + 1
-        self.feats = ConstTensors([f.tensor() for f in self.features])
+        self.feats, self.mlps = feature_channels((f.tensor() for f in self.features), d)
         # The shared channel's input: the features' DCT side by side (fixed, computed once).
         self.spectral = torch.cat([dct_ortho(x) for x in self.feats], dim=1)
-        self.mlps = nn.ModuleList(feature_mlp(f.dim, d) for f in self.features)
         self.shared_mlp = feature_mlp(int(self.spectral.shape[1]), d)
         self.user_pref = user_channel_preferences(self.n_users, self.n_channels, d)
         self.fusion = ProgressiveWeightCopying(
             self.n_users, self.n_channels, d, float(self.hp["decay_weight"]), float(self.hp["decay_base"])
         )
-        names = [f.name for f in self.features]
-        weights = feature_weights(names, self.hp["feature_weights"], "lirdrec")
-        self.mm_adj, self.mm_adj_t = mixed_knn_graph(
-            data, names, weights, int(self.hp["knn_k"]), int(self.hp["knn_chunk_size"])
-        )
-        self.adj = bipartite_adjacency(data.train.users, data.train.items, self.n_users, self.n_items)
+        self.mm_adj, self.mm_adj_t = self.item_knn_graph(data)
+        self.adj = user_item_adjacency(data)
 
     def pre_epoch(self, rng: np.random.Generator) -> None:
         self.fusion.next_epoch()
 
     def propagate(self) -> tuple[torch.Tensor, torch.Tensor]:
-        items = torch.stack(
-            [mlp(x) for mlp, x in zip(self.mlps, self.feats, strict=True)] + [self.shared_mlp(self.spectral)],
-            dim=1,
+        return propagate_channel_model(
+            self.mlps,
+            self.feats,
+            self.shared_mlp(self.spectral),
+            self.user_pref,
+            self.fusion,
+            self.adj,
+            (self.mm_adj, self.mm_adj_t),
+            int(self.hp["n_ui_layers"]),
+            int(self.hp["n_mm_layers"]),
         )
-        users = self.user_pref.view(self.n_users, self.n_channels, self.d)
-        u, i = propagate_channels(self.adj, users, items, int(self.hp["n_ui_layers"]))
-        u = self.fusion(u.view(self.n_users, self.n_channels, self.d))
-        i = item_graph_hops(self.mm_adj, self.mm_adj_t, i, int(self.hp["n_mm_layers"]))
-        return u, i
 
     def forward(self, users: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor) -> torch.Tensor:
         u_all, i_all = self.propagate()

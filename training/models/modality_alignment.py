@@ -34,12 +34,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from training.blocks.dilated_attention import DilatedConvAttention
+from training.blocks.losses import gaussian_mmd, info_nce
+from training.blocks.semantic_graphs import (
+    ConstTensors,
+    item_graph_view,
+    similarity_knn_graph,
+    user_item_adjacency,
+    user_item_block,
+)
 from training.data import TrainData
 from training.models.base import Recommender, bpr_loss, half_sq_reg, register
-from training.models.dilated_attention import DilatedConvAttention
-from training.models.losses import gaussian_mmd, info_nce
-from training.models.semantic_graphs import ConstTensors, similarity_knn_graph, user_item_block
-from training.sparse import bipartite_adjacency, propagate_mean, spmm
 
 
 def _gate(d: int) -> nn.Sequential:
@@ -68,14 +73,8 @@ class ModalityAlignment(Recommender):
 
     def __init__(self, data: TrainData, hp: dict[str, Any]) -> None:
         super().__init__(data, hp)
-        d = int(self.hp["embedding_dim"])
-        self.user_emb = nn.Embedding(self.n_users, d)
-        self.item_emb = nn.Embedding(self.n_items, d)
-        nn.init.xavier_uniform_(self.user_emb.weight)
-        nn.init.xavier_uniform_(self.item_emb.weight)
-        self.feats = nn.ParameterList(
-            nn.Parameter(f.tensor(), requires_grad=bool(self.hp["train_features"])) for f in self.features
-        )
+        d = self.add_id_embeddings(nn.init.xavier_uniform_)
+        self.feats = self.feature_parameters(bool(self.hp["train_features"]))
         reduce = self.hp["reduce_features"]
         reduce = [f.name for f in self.features if f.modality == "image"] if reduce is None else list(reduce)
         rf = int(self.hp["reduction_factor"])
@@ -98,22 +97,18 @@ class ModalityAlignment(Recommender):
             [t for f in self.features for t in similarity_knn_graph(f.values, k, chunk)]
         )
         self.r, self.r_t = user_item_block(data)
-        self.adj = bipartite_adjacency(data.train.users, data.train.items, self.n_users, self.n_items)
+        self.adj = user_item_adjacency(data)
 
     def propagate(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[torch.Tensor]]:
         """(final, side, behaviour) for users+items stacked, and each modality's DREAM output."""
-        behaviour = propagate_mean(
-            self.adj, torch.cat([self.user_emb.weight, self.item_emb.weight]), int(self.hp["n_ui_layers"])
-        )
+        behaviour = self.propagate_ids(self.adj, int(self.hp["n_ui_layers"]))
         dreams, views = [], []
         for m, feat in enumerate(self.feats):
             dream = self.dream[m](self.encoders[m](feat))
             dreams.append(dream)
             h = self.item_emb.weight * self.item_gates[m](self.drop(self.norm(dream)))
-            adj, adj_t = self.mm_graphs.pairs()[m]
-            for _ in range(int(self.hp["n_layers"])):
-                h = spmm(adj, h, adj_t)
-            views.append(torch.cat([spmm(self.r, h, self.r_t), h]))
+            graph = self.mm_graphs.pairs()[m]
+            views.append(item_graph_view(h, graph, int(self.hp["n_layers"]), (self.r, self.r_t)))
         if self.multi:
             att = F.softmax(torch.cat([self.query_common(v) for v in views], dim=1), dim=1)
             common = sum(att[:, m : m + 1] * v for m, v in enumerate(views))
@@ -143,5 +138,4 @@ class ModalityAlignment(Recommender):
         return loss
 
     def embeddings(self) -> tuple[torch.Tensor, torch.Tensor]:
-        final = self.propagate()[0]
-        return final[: self.n_users], final[self.n_users :]
+        return self.split(self.propagate()[0])

@@ -39,17 +39,18 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from training.data import TrainData
-from training.models.base import Recommender, bpr_loss, half_sq_reg, register
-from training.models.losses import anchor_info_nce, info_nce
-from training.models.semantic_graphs import (
+from training.blocks.losses import anchor_info_nce, info_nce
+from training.blocks.semantic_graphs import (
     ConstTensors,
     cooccurrence_knn_graph,
+    item_graph_view,
     similarity_knn_graph,
+    user_item_adjacency,
     user_item_block,
     with_transpose,
 )
-from training.sparse import bipartite_adjacency, propagate_mean, spmm
+from training.data import TrainData
+from training.models.base import Recommender, bpr_loss, half_sq_reg, register
 
 
 def modulus_perturbation(h: torch.Tensor, eps: float) -> torch.Tensor:
@@ -82,12 +83,8 @@ class SIGE(Recommender):
 
     def __init__(self, data: TrainData, hp: dict[str, Any]) -> None:
         super().__init__(data, hp)
-        d = int(self.hp["embedding_dim"])
-        self.user_emb = nn.Embedding(self.n_users, d)
-        self.item_emb = nn.Embedding(self.n_items, d)
-        nn.init.xavier_uniform_(self.user_emb.weight)
-        nn.init.xavier_uniform_(self.item_emb.weight)
-        self.feats = ConstTensors([f.tensor() for f in self.features])
+        d = self.add_id_embeddings(nn.init.xavier_uniform_)
+        self.feats = self.feature_constants()
         self.proj = nn.ModuleList(nn.Linear(f.dim, d) for f in self.features)
         k, chunk = int(self.hp["knn_k"]), int(self.hp["knn_chunk_size"])
         beta = float(self.hp["collab_weight"])
@@ -98,23 +95,19 @@ class SIGE(Recommender):
             graphs.extend(with_transpose((1.0 - beta) * semantic + beta * collab))
         self.item_graphs = ConstTensors(graphs)
         self.r, self.r_t = user_item_block(data)
-        self.adj = bipartite_adjacency(data.train.users, data.train.items, self.n_users, self.n_items)
+        self.adj = user_item_adjacency(data)
 
     def semantic_views(self, eps: float = 0.0) -> list[torch.Tensor]:
         """Per modality, users+items stacked; ``eps`` > 0 perturbs every hop."""
-        views = []
-        for proj, x, (adj, adj_t) in zip(self.proj, self.feats, self.item_graphs.pairs(), strict=True):
-            h = self.item_emb.weight * torch.sigmoid(proj(x))
-            for _ in range(int(self.hp["n_mm_layers"])):
-                h = spmm(adj, h, adj_t)
-                if eps > 0:
-                    h = h + modulus_perturbation(h, eps)
-            views.append(torch.cat([spmm(self.r, h, self.r_t), h]))
-        return views
+        noise = (lambda h: modulus_perturbation(h, eps)) if eps > 0 else None
+        hops, r = int(self.hp["n_mm_layers"]), (self.r, self.r_t)
+        return [
+            item_graph_view(self.item_emb.weight * torch.sigmoid(proj(x)), graph, hops, r, noise)
+            for proj, x, graph in zip(self.proj, self.feats, self.item_graphs.pairs(), strict=True)
+        ]
 
     def behaviour(self) -> torch.Tensor:
-        ego = torch.cat([self.user_emb.weight, self.item_emb.weight])
-        return propagate_mean(self.adj, ego, int(self.hp["n_ui_layers"]))
+        return self.propagate_ids(self.adj, int(self.hp["n_ui_layers"]))
 
     def forward(self, users: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor) -> torch.Tensor:
         nu = self.n_users
@@ -143,5 +136,4 @@ class SIGE(Recommender):
         return loss
 
     def embeddings(self) -> tuple[torch.Tensor, torch.Tensor]:
-        final = self.behaviour() + torch.stack(self.semantic_views()).mean(0)
-        return final[: self.n_users], final[self.n_users :]
+        return self.split(self.behaviour() + torch.stack(self.semantic_views()).mean(0))

@@ -6,8 +6,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from pipelines.stages.validate import ValidationFailed, feature_thresholds
 from validation.drift import drift
-from validation.gate import ValidationFailed, feature_thresholds
 from validation.report import build_summary, failure_summary, write_report
 
 

@@ -1,6 +1,7 @@
-"""Extract stage: an Apache Beam pipeline that embeds item text and images (or imports vectors).
+"""The Beam pipeline that embeds item text and images (or imports vectors) for one feature.
 
-One pipeline run per feature in ``params.yaml`` (``extract.features``):
+The extract stage (``pipelines/stages/extract.py``) runs it once per ``extract.features``
+entry, with the paths of its inputs and outputs in ``FeaturePaths``:
 
     items ─ReadParquet─▶ rows ─(Reshuffle)─▶ PrepareInput ─▶ BatchElements ─▶ EmbedBatch ─┐
                                             │ reuse: unchanged since the cached table         ├▶ Parquet
@@ -33,11 +34,11 @@ from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions
 
 from features import schemas
-from features.cache import cache_key, previous_rows, previous_table, publish_keeping_previous
+from features.cache import cache_key, previous_rows, previous_table
 from features.encoders import EncoderError, build_encoder
 from features.inputs import INPUT_VERSION
 from features.store import arrow_to_embeddings, base_manifest, publish, read_manifest, write_manifest
-from pipelines.extract_transforms import (
+from pipelines.beam.transforms import (
     COUNTERS,
     NAMESPACE,
     EmbedBatch,
@@ -46,20 +47,29 @@ from pipelines.extract_transforms import (
     Rebatch,
     table_rows,
 )
+from pipelines.config import BeamParams, ExtractParams, FeatureSpec, feature_input
 
 log = logging.getLogger(__name__)
-REJECTS_DIR = "_rejects"
-NOTES_DIR = "_notes"
-FEATURE_KEYS = ("input", "fields")  # the rest of a feature's params are encoder options
 INPUT_COLUMNS = {"image": ["image_path"], "item_id": []}
 
 
-def beam_options(beam_params: dict[str, Any], extra_args: list[str] | None = None) -> PipelineOptions:
+@dataclass(frozen=True)
+class FeaturePaths:
+    """Where one feature's pipeline reads and publishes (the stage fills it from the layout)."""
+
+    items: Path
+    table: Path
+    rejects: Path
+    notes: Path
+    previous: Path  # where the replaced table is kept (the drift baseline)
+
+
+def beam_options(beam_params: BeamParams, extra_args: list[str] | None = None) -> PipelineOptions:
     """Runner and options from params (``runner`` + ``options`` mapping + ``args`` list) and CLI."""
-    flags = [f"--runner={beam_params.get('runner', 'DirectRunner')}"]
-    for k, v in (beam_params.get("options") or {}).items():
+    flags = [f"--runner={beam_params.runner}"]
+    for k, v in beam_params.options.items():
         flags.append(f"--{k}={v}")
-    flags += list(beam_params.get("args") or []) + list(extra_args or [])
+    flags += list(beam_params.args) + list(extra_args or [])
     return PipelineOptions(flags=flags)
 
 
@@ -123,17 +133,13 @@ def _count(result: Any, name: str) -> int:
     return int(sum(c.committed or c.attempted or 0 for c in res))
 
 
-def feature_plan(name: str, spec: dict[str, Any], seed: int) -> tuple[str, dict[str, Any]]:
+def feature_plan(name: str, spec: FeatureSpec, seed: int) -> tuple[str, dict[str, Any]]:
     """(input kind, encoder spec) of one ``extract.features`` entry, checked."""
-    enc_spec = {k: v for k, v in spec.items() if k not in FEATURE_KEYS}
-    kind = spec.get("input", "item_id" if enc_spec.get("encoder") == "precomputed" else "text")
-    if kind not in ("text", "image", "item_id"):
-        raise ValueError(
-            f"params.yaml extract.features.{name}.input: expected 'text', 'image' or 'item_id', got {kind!r}"
-        )
-    if enc_spec.get("encoder") == "open_clip":
-        enc_spec.setdefault("modality", kind)
-        enc_spec.setdefault("seed", seed)
+    enc_spec = spec.encoder_spec()
+    kind = feature_input(spec)
+    if enc_spec["encoder"] == "open_clip":
+        enc_spec["modality"] = kind
+        enc_spec["seed"] = seed
     return kind, enc_spec
 
 
@@ -179,18 +185,18 @@ class FeatureJob:
 
 def plan_job(
     name: str,
-    spec: dict[str, Any],
+    spec: FeatureSpec,
     *,
-    store: Path,
-    ex: dict[str, Any],
+    paths: FeaturePaths,
+    ex: ExtractParams,
     seed: int,
     extra_beam_args: list[str] | None = None,
 ) -> FeatureJob:
     """Check one feature's params against the items table and describe its encoder cheaply."""
-    items_dir = store / "items"
+    items_dir = paths.items
     items_manifest = read_manifest(items_dir)
     kind, enc_spec = feature_plan(name, spec, seed)
-    fields = list(spec.get("fields", ["title", "description"]))
+    fields = list(spec.fields)
     encoder = build_encoder(enc_spec)  # resolves weights, dim and id without loading them
     if encoder.modality != kind:
         raise EncoderError(
@@ -199,9 +205,9 @@ def plan_job(
         )
     desc = encoder.describe()
     key = cache_key(desc["encoder_id"])
-    options = beam_options(ex.get("beam", {}), extra_beam_args)
-    if ex.get("incremental", True):
-        previous, reason = previous_table(store / "features" / name, key, desc["dim"])
+    options = beam_options(ex.beam, extra_beam_args)
+    if ex.incremental:
+        previous, reason = previous_table(paths.table, key, desc["dim"])
     else:
         previous, reason = None, "incremental: false"
     return FeatureJob(
@@ -215,28 +221,28 @@ def plan_job(
         items_manifest=items_manifest,
         columns=_item_columns(items_dir, kind, fields),
         limits={
-            "max_image_pixels": int(ex.get("max_image_pixels", 50_000_000)),
-            "max_image_bytes": int(ex.get("max_image_bytes", 50_000_000)),
-            "max_text_chars": int(ex.get("max_text_chars", 20_000)),
-            "text_separator": str(ex.get("text_separator", ". ")),
+            "max_image_pixels": ex.max_image_pixels,
+            "max_image_bytes": ex.max_image_bytes,
+            "max_text_chars": ex.max_text_chars,
+            "text_separator": ex.text_separator,
         },
         options=options,
-        threads=torch_threads(ex.get("torch_threads", "auto"), options),
+        threads=torch_threads(ex.torch_threads, options),
         previous=previous,
         cache_reason=reason,
     )
 
 
 def write_features(
-    tables: beam.PCollection, label: str, prefix: Path, job: FeatureJob, ex: dict[str, Any]
+    tables: beam.PCollection, label: str, prefix: Path, job: FeatureJob, ex: ExtractParams
 ) -> None:
     """Arrow tables -> row groups of ``row_group_mb`` -> Parquet files ``<prefix>-*.parquet``."""
     _ = (
         tables
-        | f"RowGroups{label}" >> beam.ParDo(Rebatch(int(ex.get("row_group_mb", 4)) << 20))
+        | f"RowGroups{label}" >> beam.ParDo(Rebatch(ex.row_group_mb << 20))
         | f"WriteFeatures{label}"
         >> WriteToParquetBatched(
-            str(prefix), schema=job.schema, codec=ex.get("compression", "zstd"), file_name_suffix=".parquet"
+            str(prefix), schema=job.schema, codec=ex.compression, file_name_suffix=".parquet"
         )
     )
 
@@ -244,7 +250,7 @@ def write_features(
 def build_pipeline(
     p: beam.Pipeline,
     job: FeatureJob,
-    ex: dict[str, Any],
+    ex: ExtractParams,
     out: Path,
     rejects: Path,
     notes: Path,
@@ -256,7 +262,7 @@ def build_pipeline(
         | "ReadItems" >> ReadFromParquetBatched(str(job.items_dir / "*.parquet"), columns=job.columns)
         | "Rows" >> beam.FlatMap(table_rows)
     )
-    if wants_reshuffle(ex.get("reshuffle", "auto"), job.options):
+    if wants_reshuffle(ex.reshuffle, job.options):
         rows = rows | "Spread" >> beam.Reshuffle()
     prev = job.previous
     side = []
@@ -276,12 +282,10 @@ def build_pipeline(
         job.desc["dim"],
         int(job.event_ts.timestamp() * 1e6),
         threads=job.threads,
-        progress_total=job.items_manifest["row_count"] if ex.get("progress", True) else None,
+        progress_total=job.items_manifest["row_count"] if ex.progress else None,
         label=job.name,
     )
-    batch = beam.BatchElements(
-        min_batch_size=int(ex["min_batch_size"]), max_batch_size=int(ex["max_batch_size"])
-    )
+    batch = beam.BatchElements(min_batch_size=ex.min_batch_size, max_batch_size=ex.max_batch_size)
     embedded = (
         prepared.ok
         | "Batch" >> batch
@@ -341,28 +345,26 @@ def checked_counts(job: FeatureJob, result: Any, table_rows_: int, rejected_rows
 
 def extract_feature(
     name: str,
-    spec: dict[str, Any],
+    spec: FeatureSpec,
     *,
-    store: Path,
-    extract_params: dict[str, Any],
+    paths: FeaturePaths,
+    ex: ExtractParams,
     seed: int,
     extra_beam_args: list[str] | None = None,
 ) -> dict[str, Any]:
     """Run one feature's Beam pipeline and publish its table, rejects and notes atomically."""
     t0 = time.time()
-    ex = extract_params
-    job = plan_job(name, spec, store=store, ex=ex, seed=seed, extra_beam_args=extra_beam_args)
+    job = plan_job(name, spec, paths=paths, ex=ex, seed=seed, extra_beam_args=extra_beam_args)
     log.info("extract %s: %s, cache: %s", name, job.desc["encoder_id"], job.cache_reason)
-    features = store / "features"
     with contextlib.ExitStack() as stack:
-        keep = bool(ex.get("keep_previous", True))
-        tmp = stack.enter_context(publish_keeping_previous(features / name, keep_previous=keep))
-        rej_tmp = stack.enter_context(publish(features / REJECTS_DIR / name))
-        notes_tmp = stack.enter_context(publish(features / NOTES_DIR / name))
+        keep = paths.previous if ex.keep_previous else None
+        tmp = stack.enter_context(publish(paths.table, previous=keep))
+        rej_tmp = stack.enter_context(publish(paths.rejects))
+        notes_tmp = stack.enter_context(publish(paths.notes))
         threads_before = torch.get_num_threads()  # in-process runners set it in this process
         try:
             with beam.Pipeline(options=job.options) as p:
-                build_pipeline(p, job, ex, tmp, rej_tmp, notes_tmp, features / NOTES_DIR / name)
+                build_pipeline(p, job, ex, tmp, rej_tmp, notes_tmp, paths.notes)
         finally:
             torch.set_num_threads(threads_before)
         stats = feature_stats(tmp)
@@ -388,7 +390,7 @@ def extract_feature(
             event_timestamp=job.event_ts.isoformat(),
             beam={
                 "runner": str(job.options.view_as(StandardOptions).runner),
-                "options": ex.get("beam", {}).get("options"),
+                "options": ex.beam.options,
                 "local_workers": local_workers(job.options),
                 "torch_threads": job.threads,
             },
@@ -409,14 +411,3 @@ def extract_feature(
         job.desc["weights"],
     )
     return manifest
-
-
-def run(params: dict[str, Any], store: Path, extra_beam_args: list[str] | None = None) -> dict[str, Any]:
-    ex = params["extract"]
-    seed = int(params.get("seed", 0))
-    return {
-        name: extract_feature(
-            name, spec, store=store, extract_params=ex, seed=seed, extra_beam_args=extra_beam_args
-        )
-        for name, spec in ex["features"].items()
-    }

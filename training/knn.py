@@ -5,19 +5,9 @@ Memory follows ``chunk_size x n_items`` (one block of similarities), never items
 
 from __future__ import annotations
 
-import logging
-from pathlib import Path
-from typing import Any
-
 import numpy as np
-import pyarrow as pa
 import torch
 from tqdm import tqdm
-
-from features import schemas
-from features.store import read_embedding_matrix, read_manifest, write_table
-
-log = logging.getLogger(__name__)
 
 
 @torch.no_grad()
@@ -60,43 +50,3 @@ def knn_chunked(
     cols, sims = topk_neighbours(x, k, chunk_size=chunk_size, self_loops=self_loops, progress=progress)
     rows = np.repeat(np.arange(n, dtype=np.int64), cols.shape[1])
     return rows, cols.numpy().reshape(-1), sims.numpy().reshape(-1)
-
-
-def run(params: dict[str, Any], store: Path, out: Path) -> dict[str, Any]:
-    """Graph stage: one edge table per feature under ``out``."""
-    g = params["graph"]
-    n_items = read_manifest(store / "items")["row_count"]
-    summary = {}
-    for name in params["extract"]["features"]:
-        path = store / "features" / name
-        matrix, present = read_embedding_matrix(path, n_items)
-        rows, cols, sims = knn_chunked(
-            matrix,
-            int(g["k"]),
-            chunk_size=int(g["chunk_size"]),
-            self_loops=bool(g["self_loops"]),
-            progress=True,
-        )
-        k_eff = len(cols) // max(1, n_items)
-        table = pa.table(
-            {
-                "item_idx": rows,
-                "neighbor_idx": cols,
-                "rank": np.tile(np.arange(k_eff, dtype=np.int32), n_items),
-                "similarity": sims,
-            }
-        )
-        manifest = write_table(
-            out / name,
-            table,
-            schemas.GRAPH_EDGES,
-            feature=name,
-            k=k_eff,
-            self_loops=bool(g["self_loops"]),
-            similarity="cosine",
-            items_without_feature=int((~present).sum()),
-            source_manifest={"encoder_id": read_manifest(path).get("encoder_id")},
-        )
-        summary[name] = {"edges": manifest["row_count"], "k": k_eff}
-        log.info("graph %s: %d items, k=%d, %d edges", name, n_items, k_eff, manifest["row_count"])
-    return summary

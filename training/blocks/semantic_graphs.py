@@ -1,27 +1,30 @@
-"""Frozen graphs of the second model zoo, all sparse (torch CSR plus its transpose).
+"""Frozen graphs of the multimodal models, all sparse (torch CSR plus its transpose).
 
 - ``mixed_knn_graph``: FREEDOM's item-item graph (binary top-k per feature, 1/k values,
-  weighted sum over features), shared by CM3 and LIRDRec;
+  weighted sum over features), shared by FREEDOM, CM3 and LIRDRec;
 - ``similarity_knn_graph``: MGCN's per-modality graph (top-k edges weighted by cosine,
   D^-1/2 W D^-1/2 with D the row sums), used by the modality-alignment model and SIGE;
 - ``cooccurrence_knn_graph``: SIGE's collaborative item graph, top-k items by number of
   shared training users, built in row chunks (never items x items);
 - ``user_item_block``: the users x items block of the normalised bipartite graph, which
-  averages item vectors into user vectors (MGCN's ``R``).
+  averages item vectors into user vectors (MGCN's ``R``); ``item_graph_view`` uses it
+  for MGCN's per-modality semantic view;
+- ``user_item_adjacency``: LightGCN's normalised (users + items) square graph.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import numpy as np
 import scipy.sparse as sp
 import torch
 from torch import nn
 
+from training.blocks.item_graph import knn_edges
 from training.data import TrainData
-from training.graph import knn_chunked
-from training.models.base import ModelError
-from training.models.item_graph import knn_edges
-from training.sparse import knn_adjacency, sym_norm_values, transpose_csr
+from training.knn import knn_chunked
+from training.sparse import bipartite_adjacency, knn_adjacency, spmm, sym_norm_values, transpose_csr
 
 Graph = tuple[torch.Tensor, torch.Tensor]  # (adjacency, its transpose), both CSR
 
@@ -35,16 +38,6 @@ def csr(rows: np.ndarray, cols: np.ndarray, vals: np.ndarray, shape: tuple[int, 
 def with_transpose(adj: torch.Tensor) -> Graph:
     adj = adj.coalesce().to_sparse_csr() if adj.layout == torch.sparse_coo else adj
     return adj, transpose_csr(adj)
-
-
-def feature_weights(names: list[str], weights: dict[str, float] | None, model: str) -> dict[str, float]:
-    """Per-feature weights of a mixed graph; ``None`` means equal weights."""
-    if not weights:
-        return {n: 1.0 / len(names) for n in names}
-    missing = [n for n in names if n not in weights]
-    if missing:
-        raise ModelError(f"{model}.feature_weights: no weight for feature(s) {missing}; got {weights}")
-    return {n: float(weights[n]) for n in names}
 
 
 def mixed_knn_graph(
@@ -114,6 +107,29 @@ def cooccurrence_knn_graph(data: TrainData, k: int, chunk: int) -> torch.Tensor:
         data.train.users, data.train.items, data.n_users, data.n_items, k, chunk
     )
     return knn_adjacency(rows, cols, data.n_items)
+
+
+def user_item_adjacency(data: TrainData) -> torch.Tensor:
+    """LightGCN's D^-1/2 A D^-1/2 of the training user-item graph (users then items)."""
+    return bipartite_adjacency(data.train.users, data.train.items, data.n_users, data.n_items)
+
+
+def item_graph_view(
+    h: torch.Tensor,
+    graph: Graph,
+    n_hops: int,
+    r: Graph,
+    noise: Callable[[torch.Tensor], torch.Tensor] | None = None,
+) -> torch.Tensor:
+    """MGCN's semantic view: item vectors ``h`` propagated ``n_hops`` over an item graph
+    (``noise(h)`` added after every hop when given), under the users' average of them
+    through the user-item block ``r``: ``(n_users + n_items, d)``."""
+    adj, adj_t = graph
+    for _ in range(n_hops):
+        h = spmm(adj, h, adj_t)
+        if noise is not None:
+            h = h + noise(h)
+    return torch.cat([spmm(r[0], h, r[1]), h])
 
 
 def user_item_block(data: TrainData) -> Graph:

@@ -12,15 +12,17 @@ from __future__ import annotations
 import json
 import logging
 import time
-from pathlib import Path
 from typing import Any
 
 import torch
+from training.checkpoint import save_checkpoint
 
+from evaluation.metrics import evaluate
+from pipelines.config import Config
+from pipelines.layout import Layout
+from pipelines.stages.common import data_source, model_features
 from training.data import TrainData, load_train_data
 from training.loop import LocalContext, TrainConfig, train
-from training.metrics import evaluate
-from training.models import build_model
 from training.models.base import model_class
 from training.selection import ConfigResult, aggregate, choose, expand_grid, make_config, seeds_of
 
@@ -30,84 +32,60 @@ log = logging.getLogger(__name__)
 class _DataCache:
     """Loads the store once per feature set (local training and test evaluation)."""
 
-    def __init__(self, store: Path, graphs: Path) -> None:
-        self.store, self.graphs = store, graphs
+    def __init__(self, layout: Layout) -> None:
+        self.layout = layout
         self._cache: dict[tuple[str, ...], TrainData] = {}
 
     def get(self, features: list[str]) -> TrainData:
         key = tuple(features)
         if key not in self._cache:
-            self._cache[key] = load_train_data(self.store, features, self.graphs)
+            self._cache[key] = load_train_data(data_source(self.layout, features))
         return self._cache[key]
 
 
-def model_features(name: str, params: dict[str, Any]) -> list[str]:
-    return list(params["extract"]["features"]) if model_class(name).needs_features else []
-
-
-def train_config(
-    cfg: TrainConfig, params: dict[str, Any], features: list[str], cache: _DataCache
-) -> dict[str, Any]:
+def train_config(cfg: TrainConfig, config: Config, features: list[str], cache: _DataCache) -> dict[str, Any]:
     """One run; returns the final state (best weights as ``model_state``, history, ...)."""
-    tp = params["train"]
-    backend = tp.get("backend", "ray")
-    if backend == "ray":
+    tp = config.train
+    if tp.backend == "ray":
         from training.ray_train import fit
 
-        return fit(
-            cfg,
-            store=cache.store,
-            features=features,
-            graphs=cache.graphs,
-            workers=int(tp["workers"]),
-            ray_params=tp.get("ray", {}),
-        )
-    if backend != "local":
-        raise ValueError(f"params.yaml train.backend: expected 'ray' or 'local', got {backend!r}")
-    if tp.get("threads"):
-        torch.set_num_threads(int(tp["threads"]))
+        return fit(cfg, source=data_source(cache.layout, features), workers=tp.workers, ray_params=tp.ray)
+    if tp.threads:
+        torch.set_num_threads(tp.threads)
     ctx = LocalContext()
     train(cfg, cache.get(features), ctx)
-    assert ctx.final_state is not None
+    if ctx.final_state is None:
+        raise RuntimeError(f"train {cfg.model}: the loop reported no final state")
     return ctx.final_state
-
-
-def train_one(name: str, params: dict[str, Any], store: Path, graphs: Path) -> dict[str, Any]:
-    """Train ``name`` with the first configuration of its section and ``train.seed``."""
-    cfg = TrainConfig.from_params(name, params["train"], params["evaluate"]["ks"])
-    cfg = make_config(cfg, expand_grid(params["train"].get(name))[0], cfg.seed)
-    return train_config(cfg, params, model_features(name, params), _DataCache(store, graphs))
 
 
 def _metrics_of(state: dict[str, Any], name: str, data: TrainData, cfg: TrainConfig) -> dict[str, Any]:
     """Valid and test metrics of a run's best weights (full ranking, train items masked)."""
+    from training.models import build_model
+
     model = build_model(name, data, cfg.hparams)
     model.load_state_dict(state["model_state"])
-    model.eval()
-    with torch.no_grad():
-        ue, ie = model.embeddings()
+    ue, ie = model.inference_embeddings()
     out = {}
     for split, truth in (("valid", data.valid), ("test", data.test)):
         out[split] = evaluate(ue, ie, truth, data.train, data.n_users, cfg.ks, cfg.eval_chunk_size)
     return out
 
 
-def select_model(
-    name: str, params: dict[str, Any], cache: _DataCache
-) -> tuple[dict[str, Any], dict[str, Any]]:
+def select_model(name: str, config: Config, cache: _DataCache) -> tuple[dict[str, Any], dict[str, Any]]:
     """Grid x seeds for one model: (state of the saved run, selection report)."""
-    tp = params["train"]
-    base = TrainConfig.from_params(name, tp, params["evaluate"]["ks"])
-    features = model_features(name, params)
-    configs, seeds = expand_grid(tp.get(name)), seeds_of(tp)
+    tp = config.train
+    base = TrainConfig.from_config(name, tp, config.evaluate.ks)
+    features = model_features(name, config)
+    configs, seeds = expand_grid(tp.section(name)), seeds_of(tp)
     best: ConfigResult | None = None
     results: list[ConfigResult] = []
-    for i, config in enumerate(configs):
-        res = ConfigResult(config=config)
+    for i, grid_point in enumerate(configs):
+        res = ConfigResult(config=grid_point)
         for seed in seeds:
-            cfg = make_config(base, config, seed)
-            log.info("train %s: config %d/%d %s, seed %d", name, i + 1, len(configs), config, seed)
-            state = train_config(cfg, params, features, cache)
+            cfg = make_config(base, grid_point, seed)
+            log.info("train %s: config %d/%d %s, seed %d", name, i + 1, len(configs), grid_point, seed)
+            state = train_config(cfg, config, features, cache)
             res.seeds.append(seed)
             res.valid.append(float(state["best_valid"]))
             res.best_epochs.append(int(state["best_epoch"]))
@@ -139,20 +117,17 @@ def select_model(
     return best.states[best.best_seed_index()], report
 
 
-def _write_outputs(
-    name: str, state: dict[str, Any], report: dict[str, Any], models_dir: Path, curves_dir: Path
-) -> None:
-    out = models_dir / name
+def _write_outputs(name: str, state: dict[str, Any], report: dict[str, Any], layout: Layout) -> None:
+    out = layout.model_dir(name, write=True)
     out.mkdir(parents=True, exist_ok=True)
-    torch.save(
-        {
-            "model_state": state["model_state"],
-            "config": state["config"],
-            "best_epoch": state["best_epoch"],
-            "best_valid": state["best_valid"],
-        },
-        out / "model.pt",
+    save_checkpoint(
+        layout.checkpoint(name, write=True),
+        model_state=state["model_state"],
+        config=state["config"],
+        best_epoch=state["best_epoch"],
+        best_valid=state["best_valid"],
     )
+    curves_dir = layout.curves(write=True)
     history = state["history"]
     (out / "history.json").write_text(json.dumps(history, indent=1) + "\n")
     (out / "selection.json").write_text(json.dumps(report, indent=1, default=str) + "\n")
@@ -168,21 +143,20 @@ def _write_outputs(
     )
 
 
-def run(
-    params: dict[str, Any], store: Path, graphs: Path, models_dir: Path, curves_dir: Path
-) -> dict[str, Any]:
+def run(config: Config, layout: Layout) -> dict[str, Any]:
+    """Train every model in ``train.models``; writes checkpoints, curves and the summary."""
     summary = {}
-    curves_dir.mkdir(parents=True, exist_ok=True)
-    names = list(params["train"]["models"])
+    layout.curves(write=True).mkdir(parents=True, exist_ok=True)
+    names = list(config.train.models)
     for name in names:
         model_class(name)  # unknown names fail before any training starts
-        expand_grid(params["train"].get(name))  # and so do malformed grids
-    seeds_of(params["train"])
-    cache = _DataCache(store, graphs)
+        expand_grid(config.train.section(name))  # and so do malformed grids
+    seeds_of(config.train)
+    cache = _DataCache(layout)
     for name in names:
         t0 = time.time()
-        state, report = select_model(name, params, cache)
-        _write_outputs(name, state, report, models_dir, curves_dir)
+        state, report = select_model(name, config, cache)
+        _write_outputs(name, state, report, layout)
         history = state["history"]
         epochs = len(history)
         summary[name] = {
@@ -206,4 +180,7 @@ def run(
             len(report["seeds"]),
             summary[name]["test_mean"].get("recall@20"),
         )
+    path = layout.train_summary(write=True)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(summary, indent=2) + "\n")
     return summary

@@ -1,15 +1,30 @@
-"""Report stage: one HTML page with the dataset, features, validation and model metrics."""
+"""The HTML report: one page with the dataset, features, validation and model metrics.
+
+``render`` takes the loaded inputs (``ReportInputs``) and returns the page; the report
+stage reads them from the store and reports folder.
+"""
 
 from __future__ import annotations
 
 import base64
 import html
 import io
-import json
-from pathlib import Path
+from dataclasses import dataclass, field
 from typing import Any
 
-from features.store import read_manifest
+
+@dataclass
+class ReportInputs:
+    """Everything the page shows, as loaded JSON (no paths)."""
+
+    ks: list[int]
+    metrics: dict[str, Any]
+    ingest: dict[str, Any]
+    validation: dict[str, Any]
+    trained: dict[str, Any]
+    features: dict[str, dict[str, Any]]  # feature name -> its table's manifest
+    curves: dict[str, list[dict[str, Any]]]  # model -> per-epoch rows
+    significance: dict[str, Any] = field(default_factory=dict)
 
 
 def _table(header: list[str], rows: list[list[Any]]) -> str:
@@ -22,19 +37,18 @@ def _fmt(v: Any) -> str:
     return f"{v:.4f}" if isinstance(v, float) else str(v)
 
 
-def _curves_png(curves_dir: Path) -> str | None:
+def _curves_png(curves: dict[str, list[dict[str, Any]]]) -> str | None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    files = sorted(curves_dir.glob("*.json"))
-    if not files:
+    if not curves:
         return None
     fig, ax = plt.subplots(figsize=(6, 3.5))
-    for f in files:
-        rows = [r for r in json.loads(f.read_text()) if r.get("valid_recall@20") is not None]
-        ax.plot([r["epoch"] for r in rows], [r["valid_recall@20"] for r in rows], label=f.stem)
+    for model, rows in sorted(curves.items()):
+        rows = [r for r in rows if r.get("valid_recall@20") is not None]
+        ax.plot([r["epoch"] for r in rows], [r["valid_recall@20"] for r in rows], label=model)
     ax.set_xlabel("epoch")
     ax.set_ylabel("valid Recall@20")
     ax.legend()
@@ -45,21 +59,9 @@ def _curves_png(curves_dir: Path) -> str | None:
     return base64.b64encode(buf.getvalue()).decode()
 
 
-def render(
-    params: dict[str, Any],
-    store: Path,
-    metrics_path: Path,
-    validation_dir: Path,
-    curves_dir: Path,
-    ingest_stats: Path,
-    train_summary: Path,
-    significance_path: Path | None = None,
-) -> str:
-    metrics = json.loads(metrics_path.read_text())
-    ingest = json.loads(ingest_stats.read_text())
-    validation = json.loads((validation_dir / "summary.json").read_text())
-    trained = json.loads(train_summary.read_text())
-    ks = params["evaluate"]["ks"]
+def render(inputs: ReportInputs) -> str:
+    metrics, ingest, validation, trained = inputs.metrics, inputs.ingest, inputs.validation, inputs.trained
+    ks = inputs.ks
     cols = [f"{m}@{k}" for k in ks for m in ("recall", "ndcg", "precision", "map")]
     model_rows = [
         [name]
@@ -80,8 +82,8 @@ def render(
         )
     pop_names = list((next(iter(metrics.values()), {}).get("test_breakdown") or {}).get("by_popularity", {}))
     sig_rows = []
-    if significance_path is not None and significance_path.exists():
-        for r in json.loads(significance_path.read_text()).get("pairs", []):
+    if inputs.significance:
+        for r in inputs.significance.get("pairs", []):
             sig_rows.append(
                 [
                     f"{r['a']} vs {r['b']}",
@@ -98,8 +100,7 @@ def render(
     ]
     c = ingest["counts"]
     feat_rows, warnings = [], []
-    for name in params["extract"]["features"]:
-        m = read_manifest(store / "features" / name)
+    for name, m in inputs.features.items():
         feat_rows.append(
             [
                 name,
@@ -134,7 +135,7 @@ def render(
     issues = [f"FAIL: {ln}" for ln in validation.get("failures", [])]
     issues += [f"warn: {ln}" for ln in validation.get("warnings", [])]
     val_notes = "".join(f"<li>{html.escape(ln)}</li>" for ln in issues) or "<li>no failures or warnings</li>"
-    png = _curves_png(curves_dir)
+    png = _curves_png(inputs.curves)
     img = f'<img src="data:image/png;base64,{png}">' if png else ""
     warn = "".join(f'<p class="warn">{w}</p>' for w in warnings)
     return f"""<!doctype html><meta charset=utf-8><title>Multimodal recommendation report</title>
@@ -188,8 +189,3 @@ interactions: {c["interactions"]["input"]} in, {c["interactions"]["accepted"]} a
         else "<p>no drift checks ran</p>"
     }
 """
-
-
-def run(params: dict[str, Any], store: Path, out: Path, **paths: Path) -> None:
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(render(params, store, **paths))

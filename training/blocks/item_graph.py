@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from training.data import TrainData
-from training.graph import knn_chunked, topk_neighbours
+from training.knn import knn_chunked, topk_neighbours
 
 
 def knn_edges(data: TrainData, name: str, k: int, chunk_size: int = 1024) -> tuple[np.ndarray, np.ndarray]:

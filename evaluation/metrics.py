@@ -57,8 +57,9 @@ def iter_topk(
     k: int,
     chunk_size: int = 2048,
     max_chunk_mb: float | None = DEFAULT_CHUNK_MB,
-) -> Iterator[tuple[int, np.ndarray]]:
-    """(start offset into ``users``, top-k item indices of that chunk), chunk by chunk."""
+) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
+    """(start offset into ``users``, top-k item indices, their scores) chunk by chunk;
+    masked items score ``-inf`` (a user who has seen nearly everything gets some)."""
     rows = chunk_rows(item_emb.shape[0], chunk_size, max_chunk_mb)
     device = item_emb.device
     k = min(k, item_emb.shape[0])
@@ -69,11 +70,12 @@ def iter_topk(
             if mask is not None:
                 row, item = mask.rows(chunk)
                 scores[torch.from_numpy(row).to(device), torch.from_numpy(item).to(device)] = -torch.inf
-            yield start, torch.topk(scores, k, dim=1).indices.cpu().numpy()
-            del scores
+            top = torch.topk(scores, k, dim=1)
+            yield start, top.indices.cpu().numpy(), top.values.float().cpu().numpy()
+            del scores, top
 
 
-def topk_items(
+def top_k(
     user_emb: torch.Tensor,
     item_emb: torch.Tensor,
     users: np.ndarray,
@@ -81,12 +83,16 @@ def topk_items(
     k: int,
     chunk_size: int = 2048,
     max_chunk_mb: float | None = DEFAULT_CHUNK_MB,
-) -> np.ndarray:
-    """Top-k item indices for ``users`` with the ``mask`` items excluded; (len(users), k)."""
-    out = np.empty((len(users), min(k, item_emb.shape[0])), dtype=np.int64)
-    for start, top in iter_topk(user_emb, item_emb, users, mask, k, chunk_size, max_chunk_mb):
-        out[start : start + len(top)] = top
-    return out
+) -> tuple[np.ndarray, np.ndarray]:
+    """Top-k (item indices, scores) for ``users`` with the ``mask`` items excluded; each
+    ``(len(users), k)``. The export stage's recommendations."""
+    k = min(k, item_emb.shape[0])
+    items = np.empty((len(users), k), dtype=np.int64)
+    scores = np.empty((len(users), k), dtype=np.float32)
+    for start, top, val in iter_topk(user_emb, item_emb, users, mask, k, chunk_size, max_chunk_mb):
+        items[start : start + len(top)] = top
+        scores[start : start + len(top)] = val
+    return items, scores
 
 
 def hit_matrix(top: np.ndarray, truth: Csr, users: np.ndarray) -> np.ndarray:
@@ -125,13 +131,6 @@ def metrics_from_hits(hits: np.ndarray, n_true: np.ndarray, ks: Sequence[int]) -
         out[f"ndcg@{k}"] = (h * discounts[:k]).sum(1) / idcg
         out[f"map@{k}"] = (precision_at_r[:, :k] * h).sum(1) / ideal
     return out
-
-
-def per_user_metrics(
-    top: np.ndarray, truth: Csr, users: np.ndarray, ks: Sequence[int]
-) -> dict[str, np.ndarray]:
-    """Per-user metrics of ranked lists ``top`` (one row per user in ``users``)."""
-    return metrics_from_hits(hit_matrix(top, truth, users), truth.counts(users), ks)
 
 
 def popularity_buckets(
@@ -214,7 +213,7 @@ def rank(
     bucket_hits = np.zeros((len(ks), n_b))
     bucket_slots = np.zeros((len(ks), n_b))
     ue, ie = user_emb.detach().float(), item_emb.detach().float()
-    for start, top in iter_topk(ue, ie, users, mask, max(ks), chunk_size, max_chunk_mb):
+    for start, top, _ in iter_topk(ue, ie, users, mask, max(ks), chunk_size, max_chunk_mb):
         chunk = users[start : start + len(top)]
         hits = hit_matrix(top, truth, chunk)
         for name, values in metrics_from_hits(hits, truth.counts(chunk), ks).items():

@@ -1,4 +1,4 @@
-"""Ingest stage: a raw dataset (any adapter) -> items, users, interactions, negatives, rejects.
+"""Raw dataset frames -> the store's items, users, interactions, negatives, rejects (pure).
 
 Order: read (adapter) -> clean rows -> explicit negatives apart -> k-core -> dense ids
 -> split -> drop cold users from valid/test. Dense int64 ids (``item_idx``,
@@ -10,8 +10,6 @@ row ends up accepted, an explicit negative, or a reject with its reason.
 
 from __future__ import annotations
 
-import copy
-import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -19,9 +17,8 @@ from typing import Any
 import polars as pl
 
 from features import schemas
-from features.store import fingerprint_file, write_table
-from pipelines.adapters import read_source
 from pipelines.cleaning import as_rejects, clean_interactions, clean_items
+from pipelines.config import IngestParams
 from pipelines.filters import kcore
 from pipelines.sources import RawData
 from pipelines.splits import (
@@ -56,30 +53,6 @@ def resolve_image_paths(items: pl.DataFrame, image_root: Path) -> pl.DataFrame:
     return items.with_columns(
         pl.col("image_path").map_elements(resolve, return_dtype=pl.String, skip_nulls=False)
     )
-
-
-def effective_params(params: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(data, ingest): the active profile and the ingest knobs with the profile's own
-    ``data.ingest`` overrides merged in (a dataset can fix its split method, say)."""
-    data = dict(params["data"])
-    ing = copy.deepcopy(params.get("ingest") or {})
-
-    def merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
-        for k, v in over.items():
-            base[k] = merge(dict(base.get(k) or {}), v) if isinstance(v, dict) else v
-        return base
-
-    return data, merge(ing, dict(data.pop("ingest", None) or {}))
-
-
-def with_profile(params: dict[str, Any], profile: str | None) -> dict[str, Any]:
-    """``params`` with ``data`` replaced by ``profiles.<profile>`` (None: unchanged)."""
-    if profile is None:
-        return params
-    profiles = params.get("profiles") or {}
-    if profile not in profiles:
-        raise ValueError(f"params.yaml profiles: no profile {profile!r}; expected one of {sorted(profiles)}")
-    return {**params, "data": profiles[profile]}
 
 
 def dense_ids(ids: pl.Series, name: str, order: str) -> pl.DataFrame:
@@ -265,86 +238,16 @@ def ingest(
     }
 
 
-def ingest_kwargs(ing: dict[str, Any], seed: int) -> dict[str, Any]:
-    """The ``ingest`` params section -> keyword arguments of ``ingest()``."""
-    core = ing.get("kcore") or {}
+def ingest_kwargs(ing: IngestParams, seed: int) -> dict[str, Any]:
+    """The (effective) ``ingest`` params section -> keyword arguments of ``ingest()``."""
     return {
-        "split": ing["split"],
-        "seed": int(ing["split"].get("seed", seed)),
-        "min_rating": ing.get("min_rating"),
-        "negative_ratings": list(ing.get("negative_ratings") or []),
-        "kcore_users": int(core.get("users", 0) or 0),
-        "kcore_items": int(core.get("items", 0) or 0),
-        "keep_items": ing.get("keep_items", "all"),
-        "id_order": ing.get("id_order", "natural"),
-        "drop_cold_users": bool(ing.get("drop_cold_users", True)),
+        "split": ing.split.model_dump(),
+        "seed": ing.split.seed if ing.split.seed is not None else seed,
+        "min_rating": ing.min_rating,
+        "negative_ratings": list(ing.negative_ratings),
+        "kcore_users": ing.kcore.users,
+        "kcore_items": ing.kcore.items,
+        "keep_items": ing.keep_items,
+        "id_order": ing.id_order,
+        "drop_cold_users": ing.drop_cold_users,
     }
-
-
-def build(params: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any], RawData]:
-    """Read and ingest the active profile: (output, data, ingest params, raw)."""
-    data, ing = effective_params(params)
-    raw = read_source(data)
-    download = ing.get("download") or {}
-    if download.get("enabled"):
-        from pipelines.download import fetch_missing_images
-
-        raw = fetch_missing_images(raw, data, download)
-    return ingest(raw, **ingest_kwargs(ing, int(params.get("seed", 0)))), data, ing, raw
-
-
-def run(params: dict[str, Any], store: Path, stats_path: Path) -> dict[str, Any]:
-    out, data, ing, raw = build(params)
-    inputs = {str(p): fingerprint_file(p) for p in raw.inputs if p.is_file()}
-    common = {
-        "inputs": inputs,
-        "source": data.get("source", "generic"),
-        "profile": data.get("profile"),
-        "format": raw.facts,
-    }
-    write_table(store / "items", out["items"].to_arrow(), schemas.ITEMS, **common)
-    write_table(store / "users", out["users"].to_arrow(), schemas.USERS, **common)
-    write_table(
-        store / "interactions",
-        out["interactions"].to_arrow(),
-        schemas.INTERACTIONS,
-        split=ing["split"],
-        split_stats=out["split_stats"],
-        split_hash=out["split_hash"],
-        **common,
-    )
-    write_table(
-        store / "negatives",
-        out["negatives"].to_arrow(),
-        schemas.INTERACTIONS,
-        note="explicit negatives (ingest.negative_ratings): never used as positives",
-        **common,
-    )
-    write_table(store / "rejects", out["rejects"].to_arrow(), schemas.REJECTS, counts=out["counts"], **common)
-    summary = {
-        "profile": data.get("profile"),
-        "source": data.get("source", "generic"),
-        "counts": out["counts"],
-        "split": out["split_stats"],
-        "split_method": ing["split"].get("method", "random_ratio"),
-        "split_hash": out["split_hash"],
-        "dataset": out["summary"],
-    }
-    stats_path.parent.mkdir(parents=True, exist_ok=True)
-    stats_path.write_text(json.dumps(summary, indent=2) + "\n")
-    c = out["counts"]
-    log.info(
-        "ingest %s: items %d in = %d accepted + %d rejected; interactions %d in = %d accepted + "
-        "%d negatives + %d rejected; %d users; split %s",
-        data.get("profile") or data.get("source"),
-        c["items"]["input"],
-        c["items"]["accepted"],
-        c["items"]["rejected"],
-        c["interactions"]["input"],
-        c["interactions"]["accepted"],
-        c["interactions"]["negatives"],
-        c["interactions"]["rejected"],
-        c["users"],
-        out["split_hash"][:12],
-    )
-    return summary

@@ -1,0 +1,1 @@
+"""The Apache Beam feature-extraction pipeline (runner-agnostic) and its transforms."""
