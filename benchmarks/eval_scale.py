@@ -7,7 +7,7 @@ per user) is ranked with ``evaluation.metrics.rank`` exactly as the evaluate sta
 users at a fixed catalog leaves the peak flat; a dense users x items float32 score
 matrix is shown for comparison. Writes JSON.
 
-    .venv/bin/python benchmarks/eval_scale.py --out benchmarks/results/eval_scale.json
+    .venv/bin/python -m benchmarks.eval_scale --out benchmarks/results/eval_scale.json
 """
 
 from __future__ import annotations
@@ -16,18 +16,10 @@ import argparse
 import json
 import os
 import platform
-import resource
-import subprocess
-import sys
 import time
 from pathlib import Path
 
-
-def _rss_mb() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
+from benchmarks.common import RESULTS, peak_rss_mb, rss_mb, run_child
 
 
 def one(n_items: int, n_users: int, dim: int, threads: int, chunk_size: int, chunk_mb: float) -> dict:
@@ -35,11 +27,11 @@ def one(n_items: int, n_users: int, dim: int, threads: int, chunk_size: int, chu
     import numpy as np
     import torch
 
-    from training.data import Interactions
     from evaluation.metrics import chunk_rows, rank
+    from training.data import Interactions
 
     torch.set_num_threads(threads)
-    rss_start = _rss_mb()
+    rss_start = rss_mb()
     g = torch.Generator().manual_seed(0)
     ue = torch.randn(n_users, dim, generator=g)
     ie = torch.randn(n_items, dim, generator=g)
@@ -49,12 +41,11 @@ def one(n_items: int, n_users: int, dim: int, threads: int, chunk_size: int, chu
     is_test = np.tile(np.arange(25) >= 20, n_users)
     train = Interactions(users[~is_test], items[~is_test])
     test = Interactions(users[is_test], items[is_test])
-    rss_setup = _rss_mb()
+    rss_setup = rss_mb()
     t0 = time.perf_counter()
     res = rank(ue, ie, test, train, n_users, (10, 20, 50), chunk_size, max_chunk_mb=chunk_mb,
                popularity_split=[0.2, 0.5], few_train_max=5)  # fmt: skip
     seconds = time.perf_counter() - t0
-    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return {
         "n_items": n_items,
         "n_users": n_users,
@@ -65,7 +56,7 @@ def one(n_items: int, n_users: int, dim: int, threads: int, chunk_size: int, chu
         "users_per_second": round(res.means["users"] / seconds, 1),
         "rss_start_mb": round(rss_start, 1),
         "rss_after_setup_mb": round(rss_setup, 1),
-        "peak_rss_mb": round(peak_mb, 1),
+        "peak_rss_mb": round(peak_rss_mb(), 1),
         "item_embeddings_mb": round(n_items * dim * 4 / 2**20, 1),
         "dense_scores_would_need_mb": round(n_users * n_items * 4 / 2**20, 1),
         "recall@20": round(res.means["recall@20"], 6),
@@ -80,7 +71,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--chunk-size", type=int, default=2048)
     ap.add_argument("--chunk-mb", type=float, default=256)
-    ap.add_argument("--out", type=Path, default=Path("benchmarks/results/eval_scale.json"))
+    ap.add_argument("--out", type=Path, default=RESULTS / "eval_scale.json")
     ap.add_argument("--one", type=int, nargs=2, metavar=("ITEMS", "USERS"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.one:
@@ -89,11 +80,10 @@ def main() -> None:
     rows = []
     for n_items in args.items:
         for n_users in args.users:
-            cmd = [sys.executable, __file__, "--one", str(n_items), str(n_users), "--dim", str(args.dim),
-                   "--threads", str(args.threads), "--chunk-size", str(args.chunk_size),
-                   "--chunk-mb", str(args.chunk_mb)]  # fmt: skip
-            out = subprocess.run(cmd, capture_output=True, text=True, check=True)
-            rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
+            rows.append(run_child(["benchmarks.eval_scale", "--one", str(n_items), str(n_users),
+                                   "--dim", str(args.dim), "--threads", str(args.threads),
+                                   "--chunk-size", str(args.chunk_size),
+                                   "--chunk-mb", str(args.chunk_mb)]))  # fmt: skip
             print(rows[-1], flush=True)
     result = {
         "machine": {

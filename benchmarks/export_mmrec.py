@@ -18,9 +18,6 @@ from pathlib import Path
 
 import numpy as np
 
-from features.store import read_embedding_matrix
-from training.data import load_interactions
-
 SPLIT_LABEL = {"train": 0, "valid": 1, "test": 2}
 
 
@@ -28,7 +25,13 @@ def export(
     store: Path, out: Path, name: str, text_feature: str | None, image_feature: str | None
 ) -> dict[str, object]:
     """Write the MMRec dataset folder ``out/name``; returns counts."""
-    n_users, n_items, splits = load_interactions(store)
+    from features.reader import load_features
+    from pipelines.layout import Layout
+    from pipelines.stages.common import data_source
+    from training.data import load_interactions
+
+    layout = Layout(store=store)
+    n_users, n_items, splits = load_interactions(data_source(layout, []))
     folder = out / name
     folder.mkdir(parents=True, exist_ok=True)
     for cached in folder.glob("*_adj_*.pt"):
@@ -46,7 +49,8 @@ def export(
         if feature is None:
             target.unlink(missing_ok=True)
             continue
-        matrix, present = read_embedding_matrix(store / "features" / feature, n_items)
+        f = load_features(layout.feature(feature), n_items=n_items)
+        matrix, present = f.matrix, f.present
         if not present.all():
             raise ValueError(f"feature {feature}: {(~present).sum()} items have no vector; MMRec needs all")
         np.save(target, matrix.astype(np.float32))

@@ -28,9 +28,12 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from pipelines.config import ExtractParams
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -49,14 +52,13 @@ TEXT_SPEC = {
     "model": "all-MiniLM-L6-v2",
     "normalize": True,
 }
-IMAGE_SPEC = {
+IMAGE_SPEC = {  # seeded by the run's seed (0)
     "input": "image",
     "encoder": "open_clip",
     "model": "ViT-B-32",
     "pretrained": None,
     "allow_random_init": True,
     "normalize": True,
-    "seed": 0,
 }
 
 
@@ -98,21 +100,25 @@ def write_store(store: Path, rows: list[dict[str, Any]]) -> Path:
 
     from features import schemas
     from features.store import write_table
+    from pipelines.layout import Layout
 
     table = pa.Table.from_pylist(
         [{"item_idx": i, "category": "c", **r} for i, r in enumerate(rows)], schema=schemas.ITEMS
     )
-    write_table(store / "items", table, schemas.ITEMS)
+    write_table(Layout(store=store).items(write=True), table, schemas.ITEMS)
     return store
 
 
-def extract_params(spec: dict[str, Any], batch: int, mode: str, workers: int) -> dict[str, Any]:
-    """params.yaml's ``extract`` section with a fixed batch size, the given Beam mode, no cache."""
+def extract_params(spec: dict[str, Any], batch: int, mode: str, workers: int) -> ExtractParams:
+    """params.yaml's ``extract`` section with a fixed batch size, the given Beam mode, no
+    cache and ``spec`` as its one feature ``f``."""
     import yaml
+
+    from pipelines.config import ExtractParams
 
     ex = yaml.safe_load((ROOT / "params.yaml").read_text())["extract"]
     overrides = json.loads(os.environ.get("EXTRACT_BENCH_OVERRIDES", "{}"))  # e.g. {"row_group_mb": 1}
-    return {
+    return ExtractParams.model_validate({
         **ex,
         "min_batch_size": batch,
         "max_batch_size": batch,
@@ -125,7 +131,7 @@ def extract_params(spec: dict[str, Any], batch: int, mode: str, workers: int) ->
         },
         "features": {"f": spec},
         **overrides,
-    }
+    })  # fmt: skip
 
 
 def raw_loop(spec: dict[str, Any], rows: list[dict[str, Any]], batch: int) -> dict[str, float]:
@@ -137,7 +143,8 @@ def raw_loop(spec: dict[str, Any], rows: list[dict[str, Any]], batch: int) -> di
     from pipelines.beam.extract import cpu_count, feature_plan
 
     torch.set_num_threads(cpu_count())
-    kind, enc_spec = feature_plan("f", spec, 0)
+    feature = extract_params(spec, batch, "in_memory", 1).features["f"]
+    kind, enc_spec = feature_plan("f", feature, 0)
     t0, c0 = time.perf_counter(), time.process_time()
     enc = build_encoder(enc_spec)
     enc.load()
@@ -147,7 +154,7 @@ def raw_loop(spec: dict[str, Any], rows: list[dict[str, Any]], batch: int) -> di
         inputs = []
         for r in rows[start : start + batch]:
             if kind == "text":
-                x = prepare_text(r, spec["fields"])
+                x = prepare_text(r, feature.fields)
                 x = x if isinstance(x, Rejected) else x[0]
             else:
                 x = read_image_bytes(r["image_path"])
@@ -172,11 +179,12 @@ def pipeline_run(store: Path, spec: dict[str, Any], batch: int, mode: str, worke
     """``extract_feature`` end to end. CPU time is this process only: meaningful for
     ``in_memory`` runs (every worker is a thread here), not for ``multi_processing``."""
     from pipelines.beam.extract import extract_feature
+    from pipelines.layout import Layout
+    from pipelines.stages.extract import feature_paths
 
+    ex = extract_params(spec, batch, mode, workers)
     t0, c0 = time.perf_counter(), time.process_time()
-    m = extract_feature(
-        "f", spec, store=store, extract_params=extract_params(spec, batch, mode, workers), seed=0
-    )
+    m = extract_feature("f", ex.features["f"], paths=feature_paths(Layout(store=store), "f"), ex=ex, seed=0)
     seconds = time.perf_counter() - t0
     n = m["counts"]["embedded"]
     return {

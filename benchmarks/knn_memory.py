@@ -14,21 +14,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
-import subprocess
 import sys
 import time
 from pathlib import Path
 
-RESULTS = Path(__file__).resolve().parent / "results"
-
-
-def _rss_mb() -> float:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
+from benchmarks.common import RESULTS, peak_rss_mb, rss_mb, run_child
 
 
 def child(items: int, dim: int, k: int, chunk: int, threads: int) -> dict[str, float]:
@@ -39,15 +29,15 @@ def child(items: int, dim: int, k: int, chunk: int, threads: int) -> dict[str, f
     from training.sparse import knn_adjacency
 
     torch.set_num_threads(threads)
-    after_imports = _rss_mb()
+    after_imports = rss_mb()
     feats = np.random.default_rng(0).standard_normal((items, dim), dtype=np.float32)
-    with_features = _rss_mb()
+    with_features = rss_mb()
     t0 = time.time()
     rows, cols, _ = knn_chunked(feats, k, chunk_size=chunk, self_loops=True)
     knn_s = time.time() - t0
     adj = knn_adjacency(rows, cols, items).to_sparse_csr()
     total_s = time.time() - t0
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    peak = peak_rss_mb()
     return {
         "items": items,
         "dim": dim,
@@ -79,11 +69,7 @@ def main() -> None:
     if a.child:
         print(json.dumps(child(a.items, a.dim, a.k, a.chunk_size, a.threads)))
         return
-    cmd = [sys.executable, "-m", "benchmarks.knn_memory", "--child", *sys.argv[1:]]
-    out = subprocess.run(
-        cmd, check=True, capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1]
-    )
-    result = json.loads(out.stdout.strip().splitlines()[-1])
+    result = run_child(["benchmarks.knn_memory", "--child", *sys.argv[1:]])
     result["limit_mb"] = a.limit_gb * 1024
     result["within_limit"] = result["peak_rss_mb"] <= result["limit_mb"]
     print(json.dumps(result, indent=1))

@@ -1,9 +1,10 @@
 """Parity with the MMRec toolbox: the same data, split, features and hyper-parameters.
 
-1. ``prepare``: MovieLens-100K (``../shared/datasets/ml-100k``, the ``ml100k`` profile of
-   params.yaml) goes through this project's own ingest (seeded per-user 8:1:1 split),
-   Beam extract and graph stages into ``<work>/store``, and ``export_mmrec`` writes the
-   same interactions, split and feature matrices in MMRec's layout.
+1. ``prepare``: MovieLens-100K (``ml-100k`` under the dataset root, the ``ml100k``
+   profile of ``benchmarks/profiles.yaml``) goes through this project's own ingest
+   (seeded per-user 8:1:1 split), Beam extract and graph stages into ``<work>/store``,
+   and ``export_mmrec`` writes the same interactions, split and feature matrices in
+   MMRec's layout.
    Features: ``text_minilm`` = all-MiniLM-L6-v2 over title + genres (MMRec's
    ``text_feat.npy``); ML-100K has no images, and the demo's randomly initialised ViT
    would be noise, so MMRec's image slot (``image_feat.npy``) gets ``genre_minilm`` =
@@ -19,13 +20,15 @@
    but they ran minutes apart on a machine whose load changes).
 4. ``benchmarks/results/parity.json`` gets means and spreads over the seeds.
 
-    nice -n 10 .venv/bin/python -m benchmarks.parity --mmrec /tmp/mmrec   # a checkout of enoche/MMRec
+    nice -n 10 .venv/bin/python -m benchmarks.parity --datasets DIR --mmrec /tmp/mmrec
+
+``--datasets``: the dataset root (default ``$MMREC_DATASETS``); ``--mmrec``: a checkout of
+enoche/MMRec. Either missing: a ``skip:`` line and exit 0.
 """
 
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import logging
 import os
@@ -33,16 +36,18 @@ import platform
 import subprocess
 import sys
 import time
-import types
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
-import yaml
 
-ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "benchmarks" / "results"
+from benchmarks import common
+from benchmarks.common import RESULTS, ROOT
+
+if TYPE_CHECKING:
+    from pipelines.config import Config
+    from pipelines.layout import Layout
+
 DATASET = "ml100k"
 TEXT, IMAGE = "text_minilm", "genre_minilm"
 MMREC_NAME = {
@@ -83,95 +88,59 @@ COMMON = {"lr": 1e-3, "batch_size": 2048, "patience": 20}
 log = logging.getLogger("parity")
 
 
-def bench_params(work: Path) -> dict[str, Any]:
-    """params.yaml with the ml100k profile active and the two text features."""
-    params = yaml.safe_load((ROOT / "params.yaml").read_text())
-    p = copy.deepcopy(params)
-    data = copy.deepcopy(p["profiles"]["ml100k"])
-    for key in ("items", "interactions", "images"):
-        data[key] = str((ROOT / data[key]).resolve())
-    p["data"] = data
+def bench_config(profile: dict[str, Any]) -> Config:
+    """params.yaml with the ml100k profile as ``data`` and the two text features."""
     minilm = {
         "input": "text",
         "encoder": "sentence-transformers",
         "model": "all-MiniLM-L6-v2",
         "normalize": True,
     }
-    p["extract"]["features"] = {
+    features = {
         TEXT: {**minilm, "fields": ["title", "description"]},
         IMAGE: {**minilm, "fields": ["category"]},
     }
-    return p
+    return common.bench_config(data=profile, features=features)
 
 
-def prepare(work: Path) -> Path:
+def prepare(work: Path, profile: dict[str, Any]) -> Layout:
     """ingest -> extract -> graph with this project's stages, then the MMRec export."""
     from benchmarks.export_mmrec import export
-    from pipelines import extract, ingest
-    from training import graph
 
-    p = bench_params(work)
-    store = work / "store"
-    if not (store / "graphs" / "item_knn" / IMAGE).exists():
-        ingest.run(p, store, work / "reports" / "ingest.json")
-        extract.run(p, store)
-        graph.run(p, store, store / "graphs" / "item_knn")
-    info = export(store, work / "mmrec_data", DATASET, TEXT, IMAGE)
+    layout = common.work_layout(work)
+    common.prepare_store(bench_config(profile), layout)
+    info = export(layout.store, work / "mmrec_data", DATASET, TEXT, IMAGE)
     log.info("prepared %s: %s", DATASET, info)
-    return store
+    return layout
 
 
-def run_ours(store: Path, model: str, seed: int, max_epochs: int) -> dict[str, Any]:
-    from training import loop
+def run_ours(layout: Layout, model: str, seed: int, max_epochs: int, hparams: dict[str, Any],
+             lr: float, patience: int) -> dict[str, Any]:  # fmt: skip
+    """One in-process run of ours with the reference's patience P (= P + 1 evaluations
+    without a gain in our loop's sense), CPU seconds per epoch, test metrics of the best epoch."""
+    from pipelines.stages.common import data_source
     from training.data import load_train_data
-    from training.loop import LocalContext, TrainConfig, train
-    from evaluation.metrics import evaluate
-    from training.models import build_model
+    from training.loop import TrainConfig
     from training.models.base import model_class
 
     feats = [TEXT, IMAGE] if model_class(model).needs_features else []
-    data = load_train_data(store, feats, store / "graphs" / "item_knn")
+    data = load_train_data(data_source(layout, feats))
     cfg = TrainConfig(
         model=model,
-        hparams=HPARAMS[model][0],
+        hparams=hparams,
         epochs=max_epochs,
-        lr=COMMON["lr"],
+        lr=lr,
         batch_size=COMMON["batch_size"],
-        patience=COMMON["patience"] + 1,  # MMRec stops after patience + 1 evaluations without a gain
+        patience=patience + 1,  # the reference stops after patience + 1 evaluations without a gain
         ks=(10, 20),
         seed=seed,
         report_every=10_000,
     )
-    ctx = LocalContext()
-    t0 = time.time()
-    # The loop times epochs with ``time.time()``; count this process's CPU seconds instead
-    # (as for MMRec), so other jobs on a shared machine do not inflate the figure.
-    loop.time = types.SimpleNamespace(time=time.process_time)  # type: ignore[attr-defined]
-    try:
-        train(cfg, data, ctx)
-    finally:
-        loop.time = time  # type: ignore[attr-defined]
-    state = ctx.final_state
-    net = build_model(model, data, cfg.hparams)
-    net.load_state_dict(state["model_state"])
-    net.eval()
-    with torch.no_grad():
-        ue, ie = net.embeddings()
-    test = evaluate(ue, ie, data.test, data.train, data.n_users, (10, 20))
-    history = state["history"]
-    return {
-        "model": model,
-        "seed": seed,
-        "best_valid": float(state["best_valid"]),
-        "best_epoch": int(state["best_epoch"]),
-        "epochs": len(history),
-        "test": {k: float(v) for k, v in test.items() if k != "users"},
-        "train_seconds_per_epoch": float(np.mean([r["train_seconds"] for r in history])),
-        "train_seconds_per_epoch_list": [r["train_seconds"] for r in history],
-        "eval_seconds_per_epoch": float(np.mean([r["seconds"] - r["train_seconds"] for r in history])),
-        "wall_seconds": time.time() - t0,
-        "threads": torch.get_num_threads(),
-    }
+    return common.train_in_process(cfg, data, layout.models / f"ours_{model}_{seed}_{max_epochs}.pt")
+
+
+def ours(layout: Layout, model: str, seed: int, max_epochs: int) -> dict[str, Any]:
+    return run_ours(layout, model, seed, max_epochs, HPARAMS[model][0], COMMON["lr"], COMMON["patience"])
 
 
 def run_reference(mmrec: Path, work: Path, model: str, seed: int, max_epochs: int) -> dict[str, Any]:
@@ -214,47 +183,17 @@ def run_reference(mmrec: Path, work: Path, model: str, seed: int, max_epochs: in
 
 
 def summarise(runs: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
-    def stat(values: list[float]) -> dict[str, float]:
-        a = np.asarray(values, dtype=np.float64)
-        return {
-            "mean": round(float(a.mean()), 5),
-            "std": round(float(a.std(ddof=1)) if len(a) > 1 else 0.0, 5),
-        }
-
-    out: dict[str, Any] = {}
-    for side, rs in runs.items():
-        out[side] = {
-            "recall@20": stat([r["test"]["recall@20"] for r in rs]),
-            "ndcg@20": stat([r["test"]["ndcg@20"] for r in rs]),
-            "valid_recall@20": stat([r["best_valid"] for r in rs]),
-            "seconds_per_epoch": stat([r["train_seconds_per_epoch"] for r in rs]),
-            "epochs": [r["epochs"] for r in rs],
-            "best_epochs": [r["best_epoch"] for r in rs],
-            "seeds": [r["seed"] for r in rs],
-        }
+    out: dict[str, Any] = {side: common.side_summary(rs) for side, rs in runs.items() if rs}
     if "ours" in out and "reference" in out:
-        o, r = out["ours"], out["reference"]
-        out["relative_difference"] = {
-            m: round((o[m]["mean"] - r[m]["mean"]) / r[m]["mean"], 4) for m in ("recall@20", "ndcg@20")
-        }
-        out["within_3_percent"] = all(abs(v) <= 0.03 for v in out["relative_difference"].values())
-        out["seconds_per_epoch_ratio"] = round(
-            o["seconds_per_epoch"]["mean"] / r["seconds_per_epoch"]["mean"], 4
-        )
+        rel, within, ratio = common.compare_sides(out["ours"], out["reference"])
+        out["relative_difference"] = rel
+        out["within_3_percent"] = within
+        out["seconds_per_epoch_ratio"] = ratio
     return out
 
 
-def mmrec_commit(mmrec: Path) -> str:
-    try:
-        return subprocess.run(
-            ["git", "-C", str(mmrec), "rev-parse", "HEAD"], capture_output=True, text=True, check=True
-        ).stdout.strip()
-    except (subprocess.CalledProcessError, FileNotFoundError):
-        return "unknown"
-
-
 def timing(
-    mmrec: Path, work: Path, store: Path, models: list[str], epochs: int, rounds: int
+    mmrec: Path, work: Path, layout: Layout, models: list[str], epochs: int, rounds: int
 ) -> dict[str, Any]:
     """Seconds per training epoch, side by side: ``rounds`` alternations of a short run of
     each side (``epochs`` epochs, seed 1), so both meet the same machine load. The figure
@@ -265,7 +204,7 @@ def timing(
         for _ in range(rounds):
             for side in sides:
                 if side == "ours":
-                    r = run_ours(store, model, 1, epochs)
+                    r = ours(layout, model, 1, epochs)
                 else:
                     r = run_reference(mmrec, work, model, 1, epochs)
                 per_epoch = r["train_seconds_per_epoch_list"][1:] or r["train_seconds_per_epoch_list"]
@@ -283,7 +222,8 @@ def timing(
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--mmrec", type=Path, required=True, help="a checkout of github.com/enoche/MMRec")
+    common.add_datasets_option(ap)
+    ap.add_argument("--mmrec", type=Path, default=None, help="a checkout of github.com/enoche/MMRec")
     ap.add_argument("--work", type=Path, default=Path("/tmp/mmrec-parity"))
     ap.add_argument("--models", nargs="+", default=list(MMREC_NAME))
     ap.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3])
@@ -295,19 +235,19 @@ def main() -> None:
     ap.add_argument("--timing-rounds", type=int, default=3)
     a = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    for noisy in ("training", "pipelines", "features", "apache_beam"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
-    if not (ROOT / "../shared/datasets/ml-100k").exists():
-        sys.exit("../shared/datasets/ml-100k not found: the parity benchmark needs the shared datasets")
-    if not (a.mmrec / "src" / "main.py").exists():
-        sys.exit(f"{a.mmrec}: not an MMRec checkout (no src/main.py); git clone github.com/enoche/MMRec")
+    common.quiet_logs("training", "pipelines", "features", "apache_beam")
+    profiles = common.profiles_or_skip(a.datasets_root, [DATASET])
+    if profiles is None or not common.reference_or_skip(a.mmrec, "--mmrec", "src/main.py", "MMRec"):
+        return
+    import torch
+
     torch.set_num_threads(1)
-    store = prepare(a.work)
+    layout = prepare(a.work, profiles[DATASET])
     (a.work / "runs").mkdir(parents=True, exist_ok=True)
     results = json.loads(a.out.read_text()) if a.out.exists() else {}
     models = results.setdefault("models", {})
     results["setup"] = {
-        "dataset": "MovieLens-100K (../shared/datasets/ml-100k); our ingest, per-user seeded 8:1:1 split",
+        "dataset": "MovieLens-100K (ml-100k under the dataset root); our ingest, per-user seeded 8:1:1 split",
         "features": {
             "text_feat.npy": f"{TEXT}: all-MiniLM-L6-v2 over title + genres (384-d)",
             "image_feat.npy": f"{IMAGE}: all-MiniLM-L6-v2 over the genre list (384-d); ML-100K has no images",
@@ -317,7 +257,8 @@ def main() -> None:
         "max_epochs": a.max_epochs,
         "seeds": a.seeds,
         "threads": 1,
-        "reference": f"enoche/MMRec @ {mmrec_commit(a.mmrec)}, runtime shims in benchmarks/parity_mmrec.py",
+        "reference": f"enoche/MMRec @ {common.git_commit(a.mmrec)}, "
+        "runtime shims in benchmarks/parity_mmrec.py",
         "machine": f"{platform.machine()} x{os.cpu_count()}, {platform.system()}, torch {torch.__version__}",
         "date": time.strftime("%Y-%m-%d"),
     }
@@ -329,7 +270,7 @@ def main() -> None:
                 if cached.exists():
                     r = json.loads(cached.read_text())
                 elif side == "ours":
-                    r = run_ours(store, model, seed, a.max_epochs)
+                    r = ours(layout, model, seed, a.max_epochs)
                 else:
                     r = run_reference(a.mmrec, a.work, model, seed, a.max_epochs)
                 cached.write_text(json.dumps(r, indent=1) + "\n")
@@ -343,10 +284,9 @@ def main() -> None:
             "hyper_parameters": {"ours": HPARAMS[model][0], "reference": HPARAMS[model][1], **COMMON},
             **summarise(runs),
         }
-        a.out.parent.mkdir(parents=True, exist_ok=True)
-        a.out.write_text(json.dumps(results, indent=1) + "\n")  # after each model: partial runs count
+        common.write_json(a.out, results)  # after each model: partial runs count
     if a.timing_models:
-        results["timing"] = timing(a.mmrec, a.work, store, a.timing_models, a.timing_epochs, a.timing_rounds)
+        results["timing"] = timing(a.mmrec, a.work, layout, a.timing_models, a.timing_epochs, a.timing_rounds)
         a.out.write_text(json.dumps(results, indent=1) + "\n")
     print(
         json.dumps(

@@ -25,6 +25,7 @@ import os
 import sys
 import time
 import types
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -58,10 +59,28 @@ def apply_shims() -> None:
         torch.Tensor.cuda = lambda self, *a, **k: self  # type: ignore[method-assign]
 
 
-def run(src: Path, data_path: Path, dataset: str, model: str, seed: int, overrides: dict[str, Any]) -> dict:
-    os.chdir(src)  # MMRec reads configs/ relative to the working directory
+def fit_reference(
+    src: Path,
+    data_path: Path,
+    dataset: str,
+    model: str,
+    seed: int,
+    overrides: dict[str, Any],
+    *,
+    extra_config: dict[str, Any] | None = None,
+    patch_net: Callable[[Any], None] | None = None,
+    time_eval: bool = False,
+) -> dict[str, Any]:
+    """One training of an MMRec-layout toolbox (MMRec or a fork) from its ``src`` folder.
+
+    ``patch_net`` changes the built model before training (the forks' shims); the result
+    holds the toolbox's own best valid, valid and test metrics (its names) and the
+    training span per epoch in CPU seconds of this process.
+    """
+    os.chdir(src)  # the toolboxes read configs/ relative to the working directory
     sys.path.insert(0, str(src))
     apply_shims()
+    import torch
     from utils.configurator import Config
     from utils.dataloader import EvalDataLoader, TrainDataLoader
     from utils.dataset import RecDataset
@@ -80,6 +99,7 @@ def run(src: Path, data_path: Path, dataset: str, model: str, seed: int, overrid
         "field_separator": "\t",
         "save_recommended_topk": False,
         "seed": seed,
+        **(extra_config or {}),
         **overrides,
     }
     config = Config(model, dataset, config_dict)
@@ -99,12 +119,14 @@ def run(src: Path, data_path: Path, dataset: str, model: str, seed: int, overrid
     init_seed(seed)
     train_data.pretrain_setup()
     net = get_model(model)(config, train_data).to(config["device"])
-    trainer = get_trainer()(config, net)
+    if patch_net is not None:
+        patch_net(net)
     import common.trainer
 
     # Its loop times epochs with ``time()``; count this process's CPU seconds instead, so
     # other jobs on a shared machine do not inflate the figure (wall time is kept too).
     common.trainer.time = time.process_time
+    trainer = get_trainer()(config, net)
     train_times: list[float] = []
     original = trainer._generate_train_loss_output
 
@@ -114,23 +136,22 @@ def run(src: Path, data_path: Path, dataset: str, model: str, seed: int, overrid
 
     trainer._generate_train_loss_output = record
     eval_times: list[float] = []
-    evaluate = trainer.evaluate
+    if time_eval:
+        evaluate = trainer.evaluate
 
-    def timed_evaluate(*a: Any, **k: Any) -> dict:
-        t0 = time.time()
-        out = evaluate(*a, **k)
-        eval_times.append(time.time() - t0)
-        return out
+        def timed_evaluate(*a: Any, **k: Any) -> dict:
+            t0 = time.time()
+            out = evaluate(*a, **k)
+            eval_times.append(time.time() - t0)
+            return out
 
-    trainer.evaluate = timed_evaluate
+        trainer.evaluate = timed_evaluate
     t0 = time.time()
     best_valid, valid_result, test_result = trainer.fit(
         train_data, valid_data=valid_data, test_data=test_data
     )
     epochs = len(train_times)
     return {
-        "model": model,
-        "seed": seed,
         "best_valid": float(best_valid),
         "best_epoch": epochs - 1 - trainer.cur_step,
         "epochs": epochs,
@@ -140,8 +161,20 @@ def run(src: Path, data_path: Path, dataset: str, model: str, seed: int, overrid
         "train_seconds_per_epoch_list": [round(t, 4) for t in train_times],
         "eval_seconds_per_epoch": sum(eval_times) / max(1, epochs),
         "wall_seconds": time.time() - t0,
-        "threads": __import__("torch").get_num_threads(),
+        "threads": torch.get_num_threads(),
     }
+
+
+def run(src: Path, data_path: Path, dataset: str, model: str, seed: int, overrides: dict[str, Any]) -> dict:
+    r = fit_reference(src, data_path, dataset, model, seed, overrides, time_eval=True)
+    return {"model": model, "seed": seed, **r}
+
+
+def print_result(result: dict[str, Any], out: Path | None) -> None:
+    text = json.dumps(result, indent=1)
+    if out:
+        out.write_text(text + "\n")
+    print(text)
 
 
 def main() -> None:
@@ -160,10 +193,7 @@ def main() -> None:
     torch.set_num_threads(a.threads)
     logging.basicConfig(level=logging.WARNING)
     result = run(a.src.resolve(), a.data_path.resolve(), a.dataset, a.model, a.seed, json.loads(a.config))
-    text = json.dumps(result, indent=1)
-    if a.out:
-        a.out.write_text(text + "\n")
-    print(text)
+    print_result(result, a.out)
 
 
 if __name__ == "__main__":

@@ -21,8 +21,11 @@ batches) on both sides, so other jobs on a shared machine inflate neither. Rows 
 into ``benchmarks/results/parity.json`` under ``models.<name>`` (other keys are kept:
 the file is re-read right before writing).
 
-    nice -n 10 .venv/bin/python -m benchmarks.parity_zoo2 --refs /tmp/refs --max-epochs 10 \\
-        --extra-path /tmp/refdeps   # refs/<owner>+<repo>/src checkouts; refdeps holds torch_dct
+    nice -n 10 .venv/bin/python -m benchmarks.parity_zoo2 --datasets DIR --refs /tmp/refs \\
+        --max-epochs 10 --extra-path /tmp/refdeps  # refs/<owner>+<repo>/src; refdeps: torch_dct
+
+``--datasets``: the dataset root (default ``$MMREC_DATASETS``). The root, ml-100k or a
+needed reference checkout missing: a ``skip:`` line and exit 0.
 """
 
 from __future__ import annotations
@@ -34,15 +37,15 @@ import platform
 import subprocess
 import sys
 import time
-import types
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
-import torch
+from benchmarks import common
+from benchmarks.common import RESULTS, ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "benchmarks" / "results"
+if TYPE_CHECKING:
+    from pipelines.layout import Layout
+
 RUNS = RESULTS / "parity_zoo2_runs.json"  # every finished run, so rows can be rebuilt without <work>
 DATASET = "ml100k"
 TEXT, IMAGE = "text_minilm", "genre_minilm"
@@ -87,59 +90,22 @@ SPECS: dict[str, dict[str, Any]] = {
 log = logging.getLogger("parity_zoo2")
 
 
-def prepare(work: Path) -> Path:
+def prepare(work: Path, profile: dict[str, Any]) -> Layout:
     """The part-1 parity data (ingest -> extract -> graph -> MMRec export), reused; an
     existing export is kept (several runs may share the folder)."""
     from benchmarks.parity import prepare as prepare_ml100k
 
     if (work / "mmrec_data" / DATASET / "export.json").exists() and (work / "store").exists():
-        return work / "store"
-    return prepare_ml100k(work)
+        return common.work_layout(work)
+    return prepare_ml100k(work, profile)
 
 
-def run_ours(store: Path, model: str, seed: int, max_epochs: int) -> dict[str, Any]:
-    import training.loop as loop
-    from training.data import load_train_data
-    from training.loop import LocalContext, TrainConfig, train
-    from evaluation.metrics import evaluate
-    from training.models import build_model
+def ours(layout: Layout, model: str, seed: int, max_epochs: int) -> dict[str, Any]:
+    from benchmarks.parity import run_ours
 
     spec = SPECS[model]
-    loop.time = types.SimpleNamespace(time=time.process_time)  # CPU seconds, as the reference side
-    data = load_train_data(store, [IMAGE, TEXT], store / "graphs" / "item_knn")
-    cfg = TrainConfig(
-        model=model,
-        hparams=spec["ours"],
-        epochs=max_epochs,
-        lr=spec["lr"],
-        batch_size=2048,
-        patience=spec["patience"] + 1,
-        ks=(10, 20),
-        seed=seed,
-        report_every=10_000,
-    )
-    ctx = LocalContext()
-    t0 = time.time()
-    train(cfg, data, ctx)
-    state = ctx.final_state
-    net = build_model(model, data, cfg.hparams)
-    net.load_state_dict(state["model_state"])
-    net.eval()
-    with torch.no_grad():
-        ue, ie = net.embeddings()
-    test = evaluate(ue, ie, data.test, data.train, data.n_users, (10, 20))
-    history = state["history"]
-    return {
-        "model": model,
-        "seed": seed,
-        "best_valid": float(state["best_valid"]),
-        "best_epoch": int(state["best_epoch"]),
-        "epochs": len(history),
-        "test": {k: float(v) for k, v in test.items() if k != "users"},
-        "train_seconds_per_epoch": float(np.mean([r["train_seconds"] for r in history])),
-        "wall_seconds": time.time() - t0,
-        "threads": torch.get_num_threads(),
-    }
+    r = run_ours(layout, model, seed, max_epochs, spec["ours"], spec["lr"], spec["patience"])
+    return {k: v for k, v in r.items() if k not in ("train_seconds_per_epoch_list", "eval_seconds_per_epoch")}
 
 
 def run_reference(args: argparse.Namespace, model: str, seed: int, fresh: bool) -> dict[str, Any]:
@@ -171,64 +137,34 @@ def run_reference(args: argparse.Namespace, model: str, seed: int, fresh: bool) 
     return json.loads(out.read_text())
 
 
-def stat(values: list[float]) -> dict[str, float]:
-    a = np.asarray(values, dtype=np.float64)
-    return {"mean": round(float(a.mean()), 5), "std": round(float(a.std(ddof=1)) if len(a) > 1 else 0.0, 5)}
-
-
 def summarise(runs: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for side, rs in runs.items():
-        if not rs:
-            continue
-        out[side] = {
-            "recall@20": stat([r["test"]["recall@20"] for r in rs]),
-            "ndcg@20": stat([r["test"]["ndcg@20"] for r in rs]),
-            "valid_recall@20": stat([r["best_valid"] for r in rs]),
-            "seconds_per_epoch": stat([r["train_seconds_per_epoch"] for r in rs]),
-            "epochs": [r["epochs"] for r in rs],
-            "best_epochs": [r["best_epoch"] for r in rs],
-            "seeds": [r["seed"] for r in rs],
-        }
+    out: dict[str, Any] = {side: common.side_summary(rs) for side, rs in runs.items() if rs}
     if "ours" in out:
         for ref in ("reference", "reference_fresh_eval"):
             if ref not in out:
                 continue
-            o, r = out["ours"], out[ref]
-            rel = {
-                m: round((o[m]["mean"] - r[m]["mean"]) / r[m]["mean"], 4) for m in ("recall@20", "ndcg@20")
-            }
+            rel, within, ratio = common.compare_sides(out["ours"], out[ref])
             out[f"relative_difference_vs_{ref}"] = rel
-            out[f"within_3_percent_of_{ref}"] = all(abs(v) <= 0.03 for v in rel.values())
-            out[f"seconds_per_epoch_ratio_vs_{ref}"] = round(
-                o["seconds_per_epoch"]["mean"] / r["seconds_per_epoch"]["mean"], 4
-            )
+            out[f"within_3_percent_of_{ref}"] = within
+            out[f"seconds_per_epoch_ratio_vs_{ref}"] = ratio
     return out
 
 
-def commit(path: Path) -> str:
-    try:
-        return subprocess.run(
-            ["git", "-C", str(path), "rev-parse", "--short", "HEAD"],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
-    except (subprocess.CalledProcessError, FileNotFoundError):
-        return "unknown"
+def ref_commit(refs: Path | None, repo: str) -> str:
+    return common.git_commit(refs / repo, short=True) if refs else "unknown"
 
 
 def write_rows(out: Path, rows: dict[str, Any]) -> None:
     """Merge ``rows`` into ``models`` of the results file (re-read now: others write it too)."""
-    results = json.loads(out.read_text()) if out.exists() else {}
+    results = common.read_json(out)
     results.setdefault("models", {}).update(rows)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=1) + "\n")
+    common.write_json(out, results)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--refs", type=Path, required=True, help="folder with <owner>+<repo>/src checkouts")
+    common.add_datasets_option(ap)
+    ap.add_argument("--refs", type=Path, default=None, help="folder with <owner>+<repo>/src checkouts")
     ap.add_argument("--extra-path", type=Path, action="append", default=[], help="holds torch_dct (LIRDRec)")
     ap.add_argument("--work", type=Path, default=Path("/tmp/zoo2-parity"))
     ap.add_argument("--models", nargs="+", default=list(SPECS))
@@ -239,13 +175,18 @@ def main() -> None:
     ap.add_argument("--cached-only", action="store_true", help="summarise finished runs, start none")
     a = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    for noisy in ("training", "pipelines", "features", "apache_beam"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
-    if not (ROOT / "../shared/datasets/ml-100k").exists():
-        print("skip: ../shared/datasets/ml-100k not found (the parity benchmark needs it)", file=sys.stderr)
+    common.quiet_logs("training", "pipelines", "features", "apache_beam")
+    profiles = common.profiles_or_skip(a.datasets_root, [DATASET])
+    if profiles is None:
         return
+    wants_refs = not a.cached_only and (a.sides is None or any(s.startswith("reference") for s in a.sides))
+    for repo in {SPECS[m]["repo"] for m in a.models} if wants_refs else ():
+        if not common.reference_or_skip(a.refs and a.refs / repo, "--refs", "src", repo.replace("+", "/")):
+            return
+    import torch
+
     torch.set_num_threads(1)
-    store = prepare(a.work)
+    layout = prepare(a.work, profiles[DATASET])
     (a.work / "runs").mkdir(parents=True, exist_ok=True)
     saved: dict[str, Any] = json.loads(RUNS.read_text()) if RUNS.exists() else {}
     for name, record in saved.items():  # restore finished runs into the cache
@@ -261,7 +202,7 @@ def main() -> None:
                 elif a.cached_only:
                     continue
                 elif side == "ours":
-                    r = run_ours(store, model, seed, a.max_epochs)
+                    r = ours(layout, model, seed, a.max_epochs)
                 else:
                     r = run_reference(a, model, seed, fresh=side == "reference_fresh_eval")
                 cached.write_text(json.dumps(r, indent=1) + "\n")
@@ -289,7 +230,7 @@ def main() -> None:
                             "dataset": "MovieLens-100K, this project's ingest (per-user seeded 8:1:1); "
                             f"text_feat = {TEXT}, image_feat = {IMAGE} (MiniLM over the genres)",
                             "reference": f"{spec['repo'].replace('+', '/')} @ "
-                            f"{commit(a.refs / spec['repo'])} with runtime shims "
+                            f"{ref_commit(a.refs, spec['repo'])} with runtime shims "
                             "(benchmarks/parity_zoo2_ref.py)",
                             "max_epochs": a.max_epochs,
                             "patience": f"{spec['patience']} (reference's stopping_step)",

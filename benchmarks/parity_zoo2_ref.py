@@ -32,14 +32,12 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import sys
-import time
 import types
 from pathlib import Path
 from typing import Any
 
-from benchmarks.parity_mmrec import apply_shims
+from benchmarks.parity_mmrec import fit_reference, print_result
 
 
 def torch_scatter_stand_in() -> None:
@@ -108,86 +106,36 @@ def run(
     fresh_eval: bool,
     fast: bool,
 ) -> dict[str, Any]:
-    os.chdir(src)
-    sys.path.insert(0, str(src))
-    apply_shims()
     torch_scatter_stand_in()
-    from utils.configurator import Config
-    from utils.dataloader import EvalDataLoader, TrainDataLoader
-    from utils.dataset import RecDataset
-    from utils.utils import get_model, get_trainer, init_seed
 
-    config_dict = {
-        "gpu_id": 0,
-        "use_gpu": False,
-        "data_path": str(data_path).rstrip("/") + "/",
-        "USER_ID_FIELD": "userID",
-        "ITEM_ID_FIELD": "itemID",
-        "TIME_FIELD": "timestamp",
-        "inter_file_name": f"{dataset}.inter",
-        "vision_feature_file": "image_feat.npy",
-        "text_feature_file": "text_feat.npy",
-        "field_separator": "\t",
-        "save_recommended_topk": False,
-        "seed": seed,
-        "model": model,
-        "dataset": dataset,
-        **overrides,
-    }
-    config = Config(model, dataset, config_dict)
-    for key, value in config_dict.items():  # scalars win over the YAML grids
-        config[key] = value
-    ds = RecDataset(config)
-    train_ds, valid_ds, test_ds = ds.split()
-    for part in (ds, train_ds, valid_ds, test_ds):
-        str(part)  # sets ``inter_num``, which the loaders read
-    train_data = TrainDataLoader(config, train_ds, batch_size=config["train_batch_size"], shuffle=True)
-    valid_data = EvalDataLoader(
-        config, valid_ds, additional_dataset=train_ds, batch_size=config["eval_batch_size"]
+    def patch(net: Any) -> None:
+        if "result_embed" in net._parameters:  # CM3 on a CPU (see the module docstring)
+            del net._parameters["result_embed"]
+            net.result_embed = None
+        if fresh_eval:
+            fresh_full_sort_predict(net)
+        if fast and hasattr(net, "mmd_loss"):
+            fast_mmd(net)
+
+    r = fit_reference(
+        src,
+        data_path,
+        dataset,
+        model,
+        seed,
+        overrides,
+        extra_config={"model": model, "dataset": dataset},
+        patch_net=patch,
     )
-    test_data = EvalDataLoader(
-        config, test_ds, additional_dataset=train_ds, batch_size=config["eval_batch_size"]
-    )
-    init_seed(seed)
-    train_data.pretrain_setup()
-    net = get_model(model)(config, train_data).to(config["device"])
-    if "result_embed" in net._parameters:  # CM3 on a CPU (see the module docstring)
-        del net._parameters["result_embed"]
-        net.result_embed = None
-    if fresh_eval:
-        fresh_full_sort_predict(net)
-    if fast and hasattr(net, "mmd_loss"):
-        fast_mmd(net)
-    import common.trainer
-
-    common.trainer.time = time.process_time
-    trainer = get_trainer()(config, net)
-    train_times: list[float] = []
-    original = trainer._generate_train_loss_output
-
-    def record(epoch_idx: int, s_time: float, e_time: float, losses: Any) -> str:
-        train_times.append(e_time - s_time)
-        return original(epoch_idx, s_time, e_time, losses)
-
-    trainer._generate_train_loss_output = record
-    t0 = time.time()
-    best_valid, valid_result, test_result = trainer.fit(
-        train_data, valid_data=valid_data, test_data=test_data
-    )
-    epochs = len(train_times)
     return {
         "model": model,
         "seed": seed,
         "fresh_eval": fresh_eval,
         "fast_mmd": fast,
-        "best_valid": float(best_valid),
-        "best_epoch": epochs - 1 - trainer.cur_step,
-        "epochs": epochs,
-        "valid": {k.lower(): float(v) for k, v in valid_result.items()},
-        "test": {k.lower(): float(v) for k, v in test_result.items()},
-        "train_seconds_per_epoch": sum(train_times) / max(1, epochs),
-        "wall_seconds": time.time() - t0,
-        "threads": __import__("torch").get_num_threads(),
+        **{k: r[k] for k in ("best_valid", "best_epoch", "epochs")},
+        "valid": {k.lower(): v for k, v in r["valid"].items()},
+        "test": {k.lower(): v for k, v in r["test"].items()},
+        **{k: r[k] for k in ("train_seconds_per_epoch", "wall_seconds", "threads")},
     }
 
 
@@ -221,10 +169,7 @@ def main() -> None:
         a.fresh_eval,
         a.fast_mmd,
     )
-    text = json.dumps(result, indent=1)
-    if a.out:
-        a.out.write_text(text + "\n")
-    print(text)
+    print_result(result, a.out)
 
 
 if __name__ == "__main__":

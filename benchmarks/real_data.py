@@ -2,42 +2,46 @@
 
 Runs the pipeline's own stage code (``pipelines.tables``, ``pipelines.beam.extract``,
 ``training.knn``, ``pipelines.stages.train``, ``pipelines.stages.evaluate``) on the
-datasets in ``../shared/datasets`` (never copied into the project) through the named
-profiles of ``params.yaml``, with ``train.backend: local`` (in-process: no Ray start-up
+datasets under the dataset root (never copied into the project) through the named
+profiles of ``benchmarks/profiles.yaml``, with ``train.backend: local`` (in-process: no Ray start-up
 per run; the same training loop Ray Train wraps). Each (dataset, model, seed) run is
 appended to the results JSON as soon as it ends, so an interrupted benchmark resumes
 where it stopped; the per-model summary (test Recall@20 / NDCG@20 mean and std over
 seeds, epochs, seconds per epoch) is recomputed after every run.
 
-    .venv/bin/python -m benchmarks.real_data                      # everything (hours on 2 cores)
-    .venv/bin/python -m benchmarks.real_data --datasets ml100k --models bpr --seeds 0
+    .venv/bin/python -m benchmarks.real_data --datasets DIR       # everything (hours on 2 cores)
+    .venv/bin/python -m benchmarks.real_data --datasets DIR --names ml100k --models bpr --seeds 0
     .venv/bin/python -m benchmarks.real_data --table              # print the README table
 
-Skips with a message (exit 0) when the datasets folder is absent.
+``--datasets DIR`` is the dataset root (default ``$MMREC_DATASETS``); ``--names`` picks
+datasets. Skips with a one-line ``skip:`` message (exit 0) when the root is not given or
+absent, and skips each dataset whose files are missing.
 """
 
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import logging
 import os
 import platform
 import sys
 import tempfile
-import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
-ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_DATASETS = ROOT.parent / "shared" / "datasets"
-DEFAULT_OUT = ROOT / "benchmarks" / "results" / "real_data.json"
-PROFILE_PREFIX = "../shared/datasets"
+from benchmarks import common
+from benchmarks.common import RESULTS, ROOT
 
-# dataset -> (profile in params.yaml, models); FREEDOM needs text, which Baby lacks here.
+if TYPE_CHECKING:
+    from pipelines.config import Config
+    from pipelines.layout import Layout
+
+DEFAULT_OUT = RESULTS / "real_data.json"
+
+# dataset -> (profile in benchmarks/profiles.yaml, models); FREEDOM needs text, which Baby lacks here.
 DATASETS: dict[str, tuple[str, list[str]]] = {
     "baby": ("baby", ["bpr", "lightgcn"]),
     "ml100k": ("ml100k", ["bpr", "lightgcn", "freedom"]),
@@ -53,7 +57,7 @@ HPARAMS: dict[str, dict[str, Any]] = {
 }
 TEXT_FEATURE = "text_minilm"
 # Test Recall@20 / NDCG@20 on Amazon Baby: published (MMRec protocol, its own split) and the
-# MMRec toolbox run on exactly this split (../shared/datasets/README.md; CPU, seed 999).
+# MMRec toolbox run on exactly this split (the datasets' README; CPU, seed 999).
 REFERENCE = {
     "baby": {
         "bpr": {"published": [0.0575, 0.0249], "mmrec_on_this_split": [0.0558, 0.0231]},
@@ -64,87 +68,43 @@ REFERENCE = {
 log = logging.getLogger("benchmarks.real_data")
 
 
-def rebase(profile: dict[str, Any], datasets: Path) -> dict[str, Any]:
-    """The profile with its ``../shared/datasets`` paths pointed at ``datasets``."""
-    out = copy.deepcopy(profile)
-    for key in ("items", "interactions", "images"):
-        v = out.get(key)
-        if isinstance(v, str) and v.startswith(PROFILE_PREFIX):
-            out[key] = str(datasets / v[len(PROFILE_PREFIX) :].lstrip("/"))
-    return out
-
-
-def bench_params(
-    base: dict[str, Any], dataset: str, model: str, seed: int, args: argparse.Namespace
-) -> dict[str, Any]:
+def bench_config(profile: dict[str, Any], model: str, seed: int, args: argparse.Namespace) -> Config:
     """params.yaml with the dataset's profile, one model, one seed, the local backend."""
-    p = copy.deepcopy(base)
-    p["data"] = rebase(p["profiles"][DATASETS[dataset][0]], args.datasets)
-    text = copy.deepcopy(base["extract"]["features"][TEXT_FEATURE])
-    text["fields"] = ["title", "description"]  # ML-100K: title + genres; DBbook: title
-    p["extract"]["features"] = {TEXT_FEATURE: text} if model == "freedom" else {}
-    tp = p["train"]
-    tp.update(backend="local", models=[model], seed=seed, seeds=[seed])
-    tp["common"].update(epochs=args.epochs, patience=args.patience, eval_every=args.eval_every)
-    tp[model] = {**(tp.get(model) or {}), **HPARAMS[model]}
-    p["evaluate"]["ks"] = sorted(set(p["evaluate"]["ks"]) | {20})
-    return p
+    base = yaml.safe_load(args.params.read_text())
+    text = {**base["extract"]["features"][TEXT_FEATURE], "fields": ["title", "description"]}
+    return common.bench_config(
+        params=args.params,
+        data=profile,
+        features={TEXT_FEATURE: text} if model == "freedom" else {},  # ML-100K: title + genres; DBbook: title
+        train=common.local_run_train(model, seed, args.epochs, args.patience, args.eval_every),
+        hparams={model: HPARAMS[model]},
+        ks=[20],
+    )
 
 
-def prepare(dataset: str, args: argparse.Namespace, base: dict[str, Any]) -> tuple[Path, dict[str, Any]]:
+def prepare(dataset: str, profile: dict[str, Any], args: argparse.Namespace) -> tuple[Layout, dict[str, Any]]:
     """Ingest once per dataset (the split does not depend on the training seed) and, for
     FREEDOM, extract the text feature and its kNN graph."""
-    from pipelines import extract, ingest
-    from training import graph
-
-    work = args.work / dataset
-    p = bench_params(base, dataset, "freedom" if "freedom" in DATASETS[dataset][1] else "bpr", 0, args)
-    stats = work / "reports" / "ingest.json"
-    if not stats.exists() or args.fresh:
-        summary = ingest.run(p, work / "store", stats)
-    else:
-        summary = json.loads(stats.read_text())
-    if p["extract"]["features"] and (
-        args.fresh or not (work / "store/graphs/item_knn" / TEXT_FEATURE).exists()
-    ):
-        t0 = time.time()
-        extract.run(p, work / "store")
-        graph.run(p, work / "store", work / "store/graphs/item_knn")
-        summary["extract_seconds"] = round(time.time() - t0, 1)
-    return work, summary
+    layout = common.work_layout(args.work / dataset)
+    model = "freedom" if "freedom" in DATASETS[dataset][1] else "bpr"
+    return layout, common.prepare_store(bench_config(profile, model, 0, args), layout, fresh=args.fresh)
 
 
-def run_one(dataset: str, model: str, seed: int, work: Path, args: argparse.Namespace, base: dict[str, Any]):
+def run_one(
+    dataset: str, profile: dict[str, Any], model: str, seed: int, layout: Layout, args: argparse.Namespace
+) -> dict[str, Any]:
     """Train and evaluate one (model, seed) through the train and evaluate stages."""
     import torch
 
-    from training import evaluate_stage, train_stage
-
     torch.set_num_threads(args.threads)  # the extract stage sets its own thread count in-process
-    p = bench_params(base, dataset, model, seed, args)
-    run_dir = work / "runs" / f"{model}-seed{seed}"
-    store, graphs = work / "store", work / "store/graphs/item_knn"
-    t0 = time.time()
-    summary = train_stage.run(p, store, graphs, run_dir / "models", run_dir / "curves")[model]
-    train_s = time.time() - t0
-    metrics = evaluate_stage.run(
-        p, store, graphs, run_dir / "models", run_dir / "metrics.json", run_dir / "per_user"
-    )
-    history = json.loads((run_dir / "models" / model / "history.json").read_text())
-    epochs = len(history)
+    config = bench_config(profile, model, seed, args)
+    run_dir = layout.store.parent / "runs" / f"{model}-seed{seed}"
     return {
         "dataset": dataset,
         "model": model,
         "seed": seed,
-        "hparams": p["train"][model],
-        "test": {k: metrics[model]["test"][k] for k in ("recall@20", "ndcg@20", "recall@10", "ndcg@10")},
-        "valid_recall@20": metrics[model]["valid"]["recall@20"],
-        "best_epoch": summary["best_epoch"],
-        "epochs": epochs,
-        "hit_epoch_cap": epochs >= args.epochs,
-        "train_seconds_per_epoch": round(sum(r["train_seconds"] for r in history) / max(1, epochs), 3),
-        "seconds_per_epoch": round(sum(r["seconds"] for r in history) / max(1, epochs), 3),
-        "wall_seconds": round(train_s, 1),
+        "hparams": config.train.section(model),
+        **common.train_and_evaluate(config, layout, run_dir, model),
     }
 
 
@@ -193,8 +153,8 @@ def markdown(results: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--datasets", dest="names", default=",".join(DATASETS), help="comma-separated")
-    ap.add_argument("--datasets-root", dest="datasets", type=Path, default=DEFAULT_DATASETS)
+    common.add_datasets_option(ap, "--datasets-root")
+    ap.add_argument("--names", default=",".join(DATASETS), help="datasets, comma-separated")
     ap.add_argument("--models", default=None, help="comma-separated subset of each dataset's models")
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--epochs", type=int, default=1000, help="cap (MMRec protocol: 1000)")
@@ -213,17 +173,19 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--table", action="store_true", help="print the results table and exit")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
-    for noisy in ("apache_beam", "sentence_transformers", "httpx", "urllib3"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
-    results: dict[str, Any] = json.loads(args.out.read_text()) if args.out.exists() else {}
+    common.quiet_logs()
+    results: dict[str, Any] = common.read_json(args.out)
     if args.table:
         print(markdown(results))
         return 0
-    if not args.datasets.is_dir():
-        print(f"skip: datasets folder {args.datasets} not found (set --datasets-root)", file=sys.stderr)
+    names = args.names.split(",")
+    for ds in names:
+        if ds not in DATASETS:
+            raise SystemExit(f"unknown dataset {ds!r}; expected one of {list(DATASETS)}")
+    profiles = common.profiles_or_skip(args.datasets_root, [DATASETS[ds][0] for ds in names])
+    if profiles is None:
         return 0
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    base = yaml.safe_load(args.params.read_text())
     seeds = [int(s) for s in args.seeds.split(",")]
     runs: list[dict[str, Any]] = results.get("runs", [])
     done = {(r["dataset"], r["model"], r["seed"]) for r in runs}
@@ -240,10 +202,11 @@ def main(argv: list[str] | None = None) -> int:
         f"Recall@20 with patience {args.patience}, at most {args.epochs} epochs, "
         f"eval every {args.eval_every}",
     }
-    for ds in args.names.split(","):
-        if ds not in DATASETS:
-            raise SystemExit(f"unknown dataset {ds!r}; expected one of {list(DATASETS)}")
-        work, ingest_summary = prepare(ds, args, base)
+    for ds in names:
+        if DATASETS[ds][0] not in profiles:
+            continue  # skipped above
+        profile = profiles[DATASETS[ds][0]]
+        layout, ingest_summary = prepare(ds, profile, args)
         results["datasets"][ds] = {
             "profile": DATASETS[ds][0],
             "split_method": ingest_summary.get("split_method"),
@@ -259,18 +222,16 @@ def main(argv: list[str] | None = None) -> int:
                 if (ds, model, seed) in done:
                     continue
                 log.info("real_data: %s %s seed %d", ds, model, seed)
-                runs.append(run_one(ds, model, seed, work, args, base))
+                runs.append(run_one(ds, profile, model, seed, layout, args))
                 done.add((ds, model, seed))
                 results["runs"] = runs
                 results["summary"] = summarise(runs)
-                args.out.parent.mkdir(parents=True, exist_ok=True)
-                args.out.write_text(json.dumps(results, indent=1) + "\n")
+                common.write_json(args.out, results)
                 log.info("real_data: %s", json.dumps(runs[-1]))
     results["reference"] = REFERENCE
     if runs:
         results["summary"] = summarise(runs)
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(results, indent=1) + "\n")
+        common.write_json(args.out, results)
     print(markdown(results))
     return 0
 

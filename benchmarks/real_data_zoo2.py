@@ -2,8 +2,9 @@
 
 Same stage code and result format as ``benchmarks.real_data`` (ingest -> extract ->
 graph -> ``pipelines.stages.train`` -> ``pipelines.stages.evaluate``, ``train.backend:
-local``), on the datasets in ``../shared/datasets``; skips with a message when the folder
-is absent. These models need item features:
+local``), on the datasets under the dataset root (``--datasets DIR`` or
+``$MMREC_DATASETS``; ``--names`` picks datasets); a one-line ``skip:`` message and exit 0
+when the root or a dataset is absent. These models need item features:
 
 - MovieLens-100K: ``text_minilm`` (MiniLM over title + genres) and ``genre_minilm``
   (MiniLM over the genre list alone, the second "modality"; the same two tables as the
@@ -19,26 +20,28 @@ list, keyed by dataset, model and seed; the file is re-read right before each wr
 other writers' rows are kept, and a writer that replaced it loses nothing for good) and
 recomputes the per-model summary over all runs.
 
-    nice -n 10 .venv/bin/python -m benchmarks.real_data_zoo2 --seeds 0 --epochs 10
+    nice -n 10 .venv/bin/python -m benchmarks.real_data_zoo2 --datasets DIR --seeds 0 --epochs 10
 """
 
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import logging
 import os
 import shutil
 import sys
 import tempfile
-import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import yaml
+from benchmarks import common
+from benchmarks.common import RESULTS, ROOT
+from benchmarks.real_data import DEFAULT_OUT, summarise
 
-from benchmarks.real_data import DEFAULT_DATASETS, DEFAULT_OUT, ROOT, rebase, summarise
+if TYPE_CHECKING:
+    from pipelines.config import Config
+    from pipelines.layout import Layout
 
 MODELS = ["cm3", "lirdrec", "modality_alignment", "sige"]
 MINILM = {"input": "text", "encoder": "sentence-transformers", "model": "all-MiniLM-L6-v2", "normalize": True}
@@ -51,24 +54,26 @@ FEATURES: dict[str, dict[str, dict[str, Any]]] = {
 }
 GRAPH_WEIGHTS = {"ml100k": {"text_minilm": 0.9, "genre_minilm": 0.1}, "dbbook": None}
 
-RUNS = ROOT / "benchmarks" / "results" / "real_data_zoo2_runs.json"  # every finished run (rebuild input)
+RUNS = RESULTS / "real_data_zoo2_runs.json"  # every finished run (rebuild input)
 
 log = logging.getLogger("benchmarks.real_data_zoo2")
 
 
-def bench_params(base: dict[str, Any], dataset: str, model: str, seed: int, args: argparse.Namespace):
-    p = copy.deepcopy(base)
-    p["data"] = rebase(p["profiles"][dataset], args.datasets)
-    p["extract"]["features"] = copy.deepcopy(FEATURES[dataset])
-    tp = p["train"]
-    tp.update(backend="local", models=[model], seed=seed, seeds=[seed])
-    tp["common"].update(epochs=args.epochs, patience=args.patience, eval_every=1)
-    section = dict(tp.get(model) or {})
+def bench_config(
+    profile: dict[str, Any], dataset: str, model: str, seed: int, args: argparse.Namespace
+) -> Config:
+    """params.yaml with the dataset's profile and features, one model, one seed, local backend."""
+    hparams = {}
     if "feature_weights" in model_defaults(model):
-        section["feature_weights"] = GRAPH_WEIGHTS[dataset]
-    tp[model] = section
-    p["evaluate"]["ks"] = sorted(set(p["evaluate"]["ks"]) | {20})
-    return p
+        hparams["feature_weights"] = GRAPH_WEIGHTS[dataset]
+    return common.bench_config(
+        params=args.params,
+        data=profile,
+        features=FEATURES[dataset],
+        train=common.local_run_train(model, seed, args.epochs, args.patience),
+        hparams={model: hparams},
+        ks=[20],
+    )
 
 
 def model_defaults(model: str) -> dict[str, Any]:
@@ -77,70 +82,43 @@ def model_defaults(model: str) -> dict[str, Any]:
     return model_class(model).defaults
 
 
-def prepare(dataset: str, args: argparse.Namespace, base: dict[str, Any]) -> tuple[Path, dict[str, Any]]:
+def prepare(dataset: str, profile: dict[str, Any], args: argparse.Namespace) -> tuple[Layout, dict[str, Any]]:
     """Ingest, extract the dataset's feature tables and build their kNN graphs (once)."""
-    from pipelines import extract, ingest
-    from training import graph
-
-    work = args.work / dataset
-    p = bench_params(base, dataset, MODELS[0], 0, args)
-    stats = work / "reports" / "ingest.json"
-    summary = json.loads(stats.read_text()) if stats.exists() else ingest.run(p, work / "store", stats)
-    graphs = work / "store" / "graphs" / "item_knn"
-    if not all((graphs / f).exists() for f in FEATURES[dataset]):
-        extract.run(p, work / "store")
-        graph.run(p, work / "store", graphs)
-    return work, summary
+    layout = common.work_layout(args.work / dataset)
+    return layout, common.prepare_store(bench_config(profile, dataset, MODELS[0], 0, args), layout)
 
 
-def run_one(dataset: str, model: str, seed: int, work: Path, args: argparse.Namespace, base: dict[str, Any]):
-    from training import evaluate_stage, train_stage
-
-    p = bench_params(base, dataset, model, seed, args)
-    run_dir = work / "runs" / f"{model}-seed{seed}"
-    store, graphs = work / "store", work / "store" / "graphs" / "item_knn"
-    t0 = time.time()
-    summary = train_stage.run(p, store, graphs, run_dir / "models", run_dir / "curves")[model]
-    train_s = time.time() - t0
-    metrics = evaluate_stage.run(
-        p, store, graphs, run_dir / "models", run_dir / "metrics.json", run_dir / "per_user"
-    )
-    history = json.loads((run_dir / "models" / model / "history.json").read_text())
-    epochs = len(history)
+def run_one(
+    dataset: str, profile: dict[str, Any], model: str, seed: int, layout: Layout, args: argparse.Namespace
+) -> dict[str, Any]:
+    config = bench_config(profile, dataset, model, seed, args)
+    run_dir = layout.store.parent / "runs" / f"{model}-seed{seed}"
     return {
         "dataset": dataset,
         "model": model,
         "seed": seed,
-        "hparams": p["train"][model],
+        "hparams": config.train.section(model),
         "features": sorted(FEATURES[dataset]),
-        "test": {k: metrics[model]["test"][k] for k in ("recall@20", "ndcg@20", "recall@10", "ndcg@10")},
-        "valid_recall@20": metrics[model]["valid"]["recall@20"],
-        "best_epoch": summary["best_epoch"],
-        "epochs": epochs,
-        "hit_epoch_cap": epochs >= args.epochs,
-        "train_seconds_per_epoch": round(sum(r["train_seconds"] for r in history) / max(1, epochs), 3),
-        "seconds_per_epoch": round(sum(r["seconds"] for r in history) / max(1, epochs), 3),
-        "wall_seconds": round(train_s, 1),
+        **common.train_and_evaluate(config, layout, run_dir, model),
     }
 
 
 def merge(out: Path, run: dict[str, Any], setup: dict[str, Any]) -> None:
     """Add one run to the shared results file (re-read now; others' rows are kept)."""
-    results: dict[str, Any] = json.loads(out.read_text()) if out.exists() else {}
+    results: dict[str, Any] = common.read_json(out)
     key = (run["dataset"], run["model"], run["seed"])
     runs = [r for r in results.get("runs", []) if (r["dataset"], r["model"], r["seed"]) != key]
     runs.append(run)
     results["runs"] = runs
     results["summary"] = summarise(runs)
     results["setup_zoo2"] = setup
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=1) + "\n")
+    common.write_json(out, results)
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--datasets", dest="names", default="ml100k,dbbook")
-    ap.add_argument("--datasets-root", dest="datasets", type=Path, default=DEFAULT_DATASETS)
+    common.add_datasets_option(ap, "--datasets-root")
+    ap.add_argument("--names", default="ml100k,dbbook", help="datasets, comma-separated")
     ap.add_argument("--models", default=",".join(MODELS))
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--epochs", type=int, default=1000)
@@ -154,16 +132,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=1, help="torch threads (1 per process on a shared box)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
-    for noisy in ("apache_beam", "sentence_transformers", "httpx", "urllib3"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
-    if not args.datasets.is_dir():
-        print(f"skip: datasets folder {args.datasets} not found (set --datasets-root)", file=sys.stderr)
+    common.quiet_logs()
+    names = args.names.split(",")
+    for ds in names:
+        if ds not in FEATURES:
+            raise SystemExit(f"unknown dataset {ds!r}; expected one of {list(FEATURES)}")
+    profiles = common.profiles_or_skip(args.datasets_root, names)
+    if profiles is None:
         return 0
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import torch
 
     torch.set_num_threads(args.threads)
-    base = yaml.safe_load(args.params.read_text())
     setup = {
         "command": "python -m benchmarks.real_data_zoo2 "
         + " ".join(argv if argv is not None else sys.argv[1:]),
@@ -174,13 +154,14 @@ def main(argv: list[str] | None = None) -> int:
         "machine": f"{os.cpu_count()} CPU cores (shared), torch {torch.__version__}, "
         f"{torch.get_num_threads()} threads",
     }
-    for ds in args.names.split(","):
-        if ds not in FEATURES:
-            raise SystemExit(f"unknown dataset {ds!r}; expected one of {list(FEATURES)}")
+    for ds in names:
+        if ds not in profiles:
+            continue  # skipped above
         if args.seed_store is not None and ds == "ml100k" and not (args.work / ds / "store").exists():
             shutil.copytree(args.seed_store / "store", args.work / ds / "store")
             shutil.copytree(args.seed_store / "reports", args.work / ds / "reports")
-        work, _ = prepare(ds, args, base)
+        layout, _ = prepare(ds, profiles[ds], args)
+        work = layout.store.parent
         for model in args.models.split(","):
             for seed in (int(s) for s in args.seeds.split(",")):
                 record = work / "runs" / f"{model}-seed{seed}" / f"record-{args.epochs}.json"
@@ -192,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
                     run = json.loads(record.read_text())
                 else:
                     log.info("real_data_zoo2: %s %s seed %d", ds, model, seed)
-                    run = run_one(ds, model, seed, work, args, base)
+                    run = run_one(ds, profiles[ds], model, seed, layout, args)
                     record.write_text(json.dumps(run, indent=1) + "\n")
                 saved = json.loads(RUNS.read_text()) if RUNS.exists() else {}
                 saved[key] = run

@@ -6,13 +6,13 @@ time is the median ``train_seconds`` (sampling + forward/backward/step, no valid
 evaluation) over the epochs after the first. Speed-up is against 1 worker x 1 thread;
 efficiency = speed-up / 2. Writes JSON.
 
-    .venv/bin/python benchmarks/train_scaling.py --store store --out benchmarks/results/train_scaling.json
+    .venv/bin/python -m benchmarks.train_scaling --store store --out benchmarks/results/train_scaling.json
 """
 
 from __future__ import annotations
 
 import argparse
-import copy
+import dataclasses
 import json
 import os
 import platform
@@ -21,13 +21,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-import torch
-import yaml
-
-from training.data import load_train_data
-from training.loop import LocalContext, TrainConfig, train
-from training.models.base import model_class
-from training.ray_train import fit
+from benchmarks.common import RESULTS
 
 
 def _epoch_stats(history: list[dict[str, Any]]) -> dict[str, float]:
@@ -47,16 +41,32 @@ def main() -> None:
     ap.add_argument("--models", nargs="+", default=["bpr", "lightgcn", "freedom"])
     ap.add_argument("--epochs", type=int, default=6)
     ap.add_argument("--storage", default="/tmp/mmrec_train_scaling")
-    ap.add_argument("--out", type=Path, default=Path("benchmarks/results/train_scaling.json"))
+    ap.add_argument("--out", type=Path, default=RESULTS / "train_scaling.json")
     args = ap.parse_args()
 
-    params = yaml.safe_load(args.params.read_text())
-    tp = copy.deepcopy(params["train"])
+    import torch
+
+    from pipelines.config import load_config
+    from pipelines.layout import Layout
+    from pipelines.stages.common import data_source, model_features
+    from training.data import load_train_data
+    from training.loop import LocalContext, TrainConfig, train
+    from training.ray_train import fit
+
+    e = args.epochs
     # Time the training steps only: one evaluation and one report, at the end.
-    tp["common"].update(epochs=args.epochs, eval_every=args.epochs, report_every=args.epochs,
-                        checkpoint_every=args.epochs, patience=10**6)  # fmt: skip
-    feats_all = list(params["extract"]["features"])
-    data_rows = load_train_data(args.store).train
+    common_ = {"epochs": e, "eval_every": e, "report_every": e, "checkpoint_every": e, "patience": 10**6}
+    config = load_config(args.params)
+    config = config.with_overrides(train__common={**config.train.common.model_dump(), **common_})
+    tp = config.train
+    layout = Layout(store=args.store)
+
+    def source(features: list[str]):
+        """The store's tables, with the graphs read from ``--graphs``."""
+        src = data_source(layout, features)
+        return dataclasses.replace(src, graphs={n: (args.graphs / n).resolve() for n in features})
+
+    data_rows = load_train_data(source([])).train
     results: dict[str, Any] = {
         "machine": {
             "cpus": os.cpu_count(),
@@ -67,27 +77,28 @@ def main() -> None:
         },
         "store": str(args.store),
         "train_interactions": len(data_rows),
-        "batch_size": tp["common"]["batch_size"],
+        "batch_size": tp.common.batch_size,
         "epochs": args.epochs,
         "models": {},
     }
     for name in args.models:
-        cfg = TrainConfig.from_params(name, tp, params["evaluate"]["ks"])
-        features = feats_all if model_class(name).needs_features else []
+        cfg = TrainConfig.from_config(name, tp, config.evaluate.ks)
+        features = model_features(name, config)
         row: dict[str, Any] = {}
         torch.set_num_threads(2)
         ctx = LocalContext()
         t0 = time.time()
-        train(cfg, load_train_data(args.store, features, args.graphs), ctx)
+        train(cfg, load_train_data(source(features)), ctx)
         row["in_process_2_threads"] = {
             **_epoch_stats(ctx.final_state["history"]),
             "wall": round(time.time() - t0, 1),
         }
         for label, workers, cpus in (("ray_1x1", 1, 1), ("ray_1x2", 1, 2), ("ray_2x1", 2, 1)):
-            ray_params = {**tp["ray"], "storage_path": args.storage, "cpus_per_worker": cpus, "resume": False}
+            ray_params = tp.ray.model_copy(
+                update={"storage_path": args.storage, "cpus_per_worker": cpus, "resume": False}
+            )
             t0 = time.time()
-            state = fit(cfg, store=args.store, features=features, graphs=args.graphs, workers=workers,
-                        ray_params=ray_params)  # fmt: skip
+            state = fit(cfg, source=source(features), workers=workers, ray_params=ray_params)
             row[label] = {**_epoch_stats(state["history"]), "fit_wall_seconds": round(time.time() - t0, 1)}
             print(name, label, row[label], flush=True)
         t1 = row["ray_1x1"]["epoch_seconds_median"]

@@ -3,7 +3,8 @@
 Builds a synthetic store in a temporary folder (items + one L2-normalised feature table
 + its previous snapshot with 3% of items changed), then times:
 
-- ``gate_pass``: ``gate.run`` on the feature table (suite + GX + drift + report), all checks pass;
+- ``gate_pass``: the validate stage (``pipelines.stages.validate.run``) on the feature
+  table (suite + GX + drift + report), all checks pass;
 - ``gate_fail``: the same on a collapsed table where every row fails several checks
   (the case where asking GX for every unexpected index used to cost seconds per check);
 - the parts: reading the table and building the validation frame, the GX run, drift on
@@ -28,75 +29,44 @@ import time
 from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
-import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+
+from validation_helpers import feature_table, items_table, write_features  # noqa: E402
 
 from features import schemas  # noqa: E402
-from features.store import embeddings_to_arrow, write_table  # noqa: E402
-from validation import gate  # noqa: E402
+from features.store import write_table  # noqa: E402
+from pipelines.config import Config, load_config  # noqa: E402
+from pipelines.layout import Layout  # noqa: E402
+from pipelines.stages import validate  # noqa: E402
 from validation.drift import drift  # noqa: E402
 from validation.gx_runner import validate_frame  # noqa: E402
 from validation.suites import feature_suite  # noqa: E402
+from validation.vectors import load_vectors  # noqa: E402
+
+ID = "item{}"
 
 
-def feature_table(n: int, emb: np.ndarray, hashes: list[str]) -> pa.Table:
-    now = dt.datetime.now(dt.UTC)
-    ts = pa.array(np.full(n, int(now.timestamp() * 1e6)), pa.timestamp("us", tz="UTC"))
-    return pa.table(
-        {
-            "item_idx": np.arange(n, dtype=np.int64),
-            "item_id": [f"item{i}" for i in range(n)],
-            "embedding": embeddings_to_arrow(emb),
-            "content_hash": hashes,
-            "event_timestamp": ts,
-            "created": ts,
-        }
-    )
-
-
-def build(store: Path, n: int, d: int, seed: int) -> None:
+def build(layout: Layout, n: int, d: int, seed: int) -> None:
+    """Items, ``features/text`` with its previous generation (3% changed), ``features/collapsed``."""
     rng = np.random.default_rng(seed)
-    items = pa.table(
-        {
-            "item_idx": np.arange(n, dtype=np.int64),
-            "item_id": [f"item{i}" for i in range(n)],
-            "title": ["t"] * n,
-            "description": ["d"] * n,
-            "category": ["c"] * n,
-            "image_path": [""] * n,
-        }
-    )
-    write_table(store / "items", items, schemas.ITEMS)
+    write_table(layout.items(write=True), items_table(n, fmt=ID), schemas.ITEMS)
     emb = rng.standard_normal((n, d), dtype=np.float32)
     emb /= np.linalg.norm(emb, axis=1, keepdims=True)
-    manifest = {
-        "dim": d,
-        "normalized": True,
-        "encoder_id": "bench@1",
-        "counts": {"embedded": n, "rejected": 0},
-    }
+    manifest = {"encoder_id": "bench@1", "counts": {"embedded": n, "rejected": 0}}
+    ids = np.arange(n)
     hashes = [f"h{i}" for i in range(n)]
-    write_table(
-        store / "features/_previous/text",
-        feature_table(n, emb, hashes),
-        schemas.feature_schema(d),
-        **manifest,
-    )
+    previous = layout.feature_previous("text", write=True)
+    write_features(previous, feature_table(ids, emb, hashes, ID), **manifest)
     changed = rng.choice(n, int(0.03 * n), replace=False)
     emb[changed] = np.roll(emb[changed], 1, axis=0)
     for i in changed:
         hashes[i] = f"h{i}-v2"
-    write_table(store / "features/text", feature_table(n, emb, hashes), schemas.feature_schema(d), **manifest)
+    write_features(layout.feature("text", write=True), feature_table(ids, emb, hashes, ID), **manifest)
     collapsed = np.repeat(emb[:1] * 2, n, axis=0)  # one point, norm 2: duplicates, unit norm, mean cosine
-    write_table(
-        store / "features/collapsed",
-        feature_table(n, collapsed, hashes),
-        schemas.feature_schema(d),
-        **manifest,
-    )
+    collapsed_path = layout.feature("collapsed", write=True)
+    write_features(collapsed_path, feature_table(ids, collapsed, hashes, ID), **manifest)
 
 
 def timed(fn):  # noqa: ANN001, ANN201 - tiny helper
@@ -111,25 +81,29 @@ def main() -> None:
     ap.add_argument("--dim", type=int, default=384)
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/validate_scale.json")
     args = ap.parse_args()
-    params = yaml.safe_load((ROOT / "params.yaml").read_text())
-    th = params["validate"]
+    config = load_config(ROOT / "params.yaml")
+    th = config.validate_params.for_feature("text")
     tmp = Path(tempfile.mkdtemp(prefix="validate_scale-"))
     try:
-        store = tmp / "store"
-        _, t_build = timed(lambda: build(store, args.items, args.dim, int(params["seed"])))
-        summary, t_pass = timed(lambda: gate.run(params, store, tmp / "v1", tables=["features/text"]))
+        layout = Layout(store=tmp / "store", reports=tmp / "reports")
+        _, t_build = timed(lambda: build(layout, args.items, args.dim, config.seed))
+        summary, t_pass = timed(lambda: validate.run(config, layout, tables=["features/text"]))
         assert summary["success"], summary["failures"]
         drift_entry = summary["drift"]["features/text"]
-        err, t_fail = timed(lambda: _expect_failure(params, store, tmp / "v2"))
-        suite, t_suite = timed(lambda: feature_suite(store, "text", {**th, "sample_size": 5}, 0))
+        err, t_fail = timed(lambda: _expect_failure(config, layout))
+
+        def suite_of_text():  # noqa: ANN202 - timed lambda body
+            fv = load_vectors(layout.feature("text"))
+            return feature_suite(fv, layout.items(), layout.feature_rejects("text"), th, config.seed)
+
+        suite, t_suite = timed(suite_of_text)
         _, t_gx = timed(
             lambda: validate_frame(
                 "features/text", suite.frame, suite.expectations, id_columns=suite.id_columns
             )
         )
-        d_th = {**th["drift"], "pair_sample": th["pair_sample"]}
         _, t_drift = timed(
-            lambda: drift(store / "features/_previous/text", store / "features/text", d_th, table="text")
+            lambda: drift(layout.feature_previous("text"), layout.feature("text"), th, table="text")
         )
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -164,11 +138,11 @@ def main() -> None:
     print(f"wrote {args.out}")
 
 
-def _expect_failure(params: dict, store: Path, out: Path) -> list[str]:
+def _expect_failure(config: Config, layout: Layout) -> list[str]:
     try:
-        gate.run(params, store, out, tables=["features/collapsed"])
-    except gate.ValidationFailed:
-        summary = json.loads((out / "summary.json").read_text())
+        validate.run(config, layout, tables=["features/collapsed"])
+    except validate.ValidationFailed:
+        summary = json.loads((layout.validation() / "summary.json").read_text())
         return sorted({d["check"] for d in summary["failure_details"]})
     raise AssertionError("the collapsed table passed validation")
 

@@ -330,7 +330,7 @@ class CommonParams(Section):
 
     epochs: int = Field(60, gt=0)
     batch_size: int = Field(2048, gt=0)
-    lr: float = Field(1e-3, gt=0)
+    lr: float = Field(1e-3, ge=0)
     weight_decay: float = Field(0.0, ge=0)
     patience: int = Field(20, gt=0)
     eval_every: int = Field(1, gt=0)
@@ -387,7 +387,11 @@ def check_hparams(model: str, section: dict[str, Any], where: str) -> None:
         values = value if isinstance(value, list) and not isinstance(defaults.get(key), list) else [value]
         for v in values:
             if key in common:
-                CommonParams.model_validate({key: v})
+                try:
+                    CommonParams.model_validate({key: v})
+                except ValidationError as e:
+                    msg = _messages(e)[0].partition(": ")[2]
+                    raise PydanticCustomError("nested", "{msg}", {"key": f"{where}.{key}", "msg": msg}) from None
             elif not _type_ok(v, defaults[key]):
                 raise PydanticCustomError(
                     "wrong_type",
@@ -544,20 +548,9 @@ class Config(Section):
     def feature_names(self) -> list[str]:
         return list(self.extract.features)
 
-    def with_overrides(self, **sections: Any) -> Config:
-        """A copy with whole sections or dotted keys replaced, re-validated (tests, CLI options)."""
-        raw = self.model_dump(by_alias=True)
-        raw["train"] = {
-            **{k: v for k, v in raw["train"].items() if k != "hparams"},
-            **raw["train"]["hparams"],
-        }
-        for dotted, value in sections.items():
-            node = raw
-            *head, last = dotted.split("__")
-            for k in head:
-                node = node[k]
-            node[last] = value
-        return Config.from_dict(raw)
+    def updated(self, patch: dict[str, Any]) -> Config:
+        """A re-validated copy with ``patch`` deep-merged over params.yaml's shape (tests, tools)."""
+        return Config.from_dict(deep_merge(to_raw(self), patch))
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any], source: str = "params.yaml") -> Config:
@@ -612,3 +605,82 @@ def load_config(path: Path | str = DEFAULT_PARAMS) -> Config:
     if not isinstance(raw, dict):
         raise ParamsError(f"{path}: expected a mapping at the top level")
     return Config.from_dict(raw, str(path))
+
+
+# ------------------------------------------------------------------------ params reference doc
+
+
+def _type_name(annotation: Any) -> str:
+    if "SentenceFeature" in str(annotation):
+        return "mapping of name -> feature (sections below)"
+    s = str(annotation).replace("typing.", "").replace("pipelines.config.", "").replace("__main__.", "")
+    s = s.replace("<class '", "").replace("'>", "")
+    return s.replace("|", "\\|")
+
+
+def _constraints(info: Any) -> str:
+    out = []
+    for m in info.metadata:
+        for attr, sym in (("gt", ">"), ("ge", "≥"), ("lt", "<"), ("le", "≤")):
+            v = getattr(m, attr, None)
+            if v is not None:
+                out.append(f"{sym} {v}")
+    return ", ".join(out)
+
+
+def _rows(model: type[BaseModel], prefix: str, rows: list[str]) -> None:
+    for name, info in model.model_fields.items():
+        if name == "hparams":
+            continue
+        key = f"{prefix}{info.alias or name}"
+        ann = info.annotation
+        sub = ann if isinstance(ann, type) and issubclass(ann, BaseModel) else None
+        if sub is not None:
+            _rows(sub, key + ".", rows)
+            continue
+        default = info.default
+        shown = "" if default is None and info.is_required() else f"`{default!r}`"
+        rows.append(f"| `{key}` | {_type_name(ann)} | {shown} | {_constraints(info)} |")
+
+
+def params_reference() -> str:
+    """Markdown reference of every key of params.yaml, generated from the models above."""
+    lines = [
+        "# params.yaml reference",
+        "",
+        "Generated from `pipelines/config.py` (`python -m pipelines.config > docs/params.md`); a test",
+        "keeps it in step. Unknown keys anywhere are errors. `train.<model>` sections take the model's",
+        "hyper-parameters (its `defaults` in `training/models/`) and any `train.common` key; a list",
+        "value is a grid axis. Encoder options depend on `extract.features.<name>.encoder`.",
+        "",
+    ]
+    sections: list[tuple[str, type[BaseModel]]] = [("", Config)]
+    sections += [
+        (f"extract.features.<name> (encoder: {m.model_fields['encoder'].annotation.__args__[0]})", m)
+        for m in (SentenceFeature, ClipFeature, LlmFeature, PrecomputedFeature)
+    ]
+    for title, model in sections:
+        rows: list[str] = []
+        _rows(model, "" if not title else "", rows)
+        lines += [
+            f"## {title or 'All sections'}",
+            "",
+            (model.__doc__ or "").strip(),
+            "",
+            "| key | type | default | range |",
+            "|---|---|---|---|",
+            *rows,
+            "",
+        ]
+    from training.models import model_names
+    from training.models.base import model_class
+
+    lines += ["## Model hyper-parameters (`train.<model>`)", ""]
+    for name in model_names():
+        hp = ", ".join(f"`{k}`={v!r}" for k, v in model_class(name).defaults.items())
+        lines.append(f"- **{name}**: {hp}")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    print(params_reference(), end="")

@@ -1,5 +1,5 @@
 """Builders for the extract tests: tiny random models saved to disk (so the real loading code
-runs) and small item stores with images on disk."""
+runs), small item stores with images on disk, and the Config/Layout the extract stage takes."""
 
 from __future__ import annotations
 
@@ -13,6 +13,8 @@ from PIL import Image
 
 from features import schemas
 from features.store import write_table
+from pipelines.config import Config
+from pipelines.layout import Layout
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY_CLIP = str(ROOT / "tests" / "fixtures" / "tiny-clip.json")
@@ -82,8 +84,13 @@ def png(path: Path, seed: int, size: int = 32, mode: str = "RGB") -> Path:
     return path
 
 
-def items_store(store: Path, rows: list[dict[str, Any]]) -> Path:
-    """Publish ``store/items`` from row dicts (item_idx assigned in order)."""
+def store_layout(root: Path) -> Layout:
+    """The layout of a test store under ``root`` (``root/store``, ``root/models``, ``root/reports``)."""
+    return Layout(store=root / "store", models=root / "models", reports=root / "reports")
+
+
+def items_store(layout: Layout, rows: list[dict[str, Any]]) -> Layout:
+    """Publish the layout's items table from row dicts (item_idx assigned in order)."""
     full = [
         {
             "item_idx": i,
@@ -95,8 +102,8 @@ def items_store(store: Path, rows: list[dict[str, Any]]) -> Path:
         }
         for i, r in enumerate(rows)
     ]
-    write_table(store / "items", pa.Table.from_pylist(full, schema=schemas.ITEMS), schemas.ITEMS)
-    return store
+    write_table(layout.items(write=True), pa.Table.from_pylist(full, schema=schemas.ITEMS), schemas.ITEMS)
+    return layout
 
 
 def catalog(root: Path, n: int, seed: int = 0) -> list[dict[str, Any]]:
@@ -136,6 +143,11 @@ def extract_params(features: dict[str, Any], **overrides: Any) -> dict[str, Any]
     }
     ex.update(overrides)
     return ex
+
+
+def extract_config(features: dict[str, Any], *, seed: int = 1, **overrides: Any) -> Config:
+    """A checked Config whose ``extract`` section is ``extract_params(features, **overrides)``."""
+    return Config.from_dict({"seed": seed, "extract": extract_params(features, **overrides)})
 
 
 def clip_feature(**kw: Any) -> dict[str, Any]:

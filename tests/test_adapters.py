@@ -11,10 +11,12 @@ import polars as pl
 import pytest
 
 from features.store import read_manifest, read_table
-from pipelines import ingest as stage
 from pipelines.adapters import read_source
-from pipelines.tables import ingest
+from pipelines.config import Config
+from pipelines.layout import Layout
 from pipelines.sources import SourceError
+from pipelines.stages import ingest as stage
+from pipelines.tables import ingest
 
 SPLIT = {"method": "random_ratio", "valid_ratio": 0.1, "test_ratio": 0.1}
 LABELS = {"method": "labels"}
@@ -299,26 +301,29 @@ def test_amazon_2014_and_2023_field_names_and_local_image_mirror(tmp_path: Path)
 
 def test_ingest_run_writes_store_tables_with_negatives_and_stats(tmp_path: Path) -> None:
     d = _mmrec_folder(tmp_path)
-    params = {
-        "seed": 1,
-        "data": {
-            "profile": "toy",
-            "source": "mmrec",
-            "items": str(d / "toy.inter"),
-            "interactions": str(d / "toy.inter"),
-            "images": str(d),
-            "options": {},
-            "ingest": {"negative_ratings": [0], "split": {"method": "labels"}},
-        },
-        "ingest": {"split": {"method": "random_ratio", "valid_ratio": 0.1, "test_ratio": 0.1}},
-    }
-    summary = stage.run(params, tmp_path / "store", tmp_path / "ingest.json")
+    config = Config.from_dict(
+        {
+            "seed": 1,
+            "data": {
+                "profile": "toy",
+                "source": "mmrec",
+                "items": str(d / "toy.inter"),
+                "interactions": str(d / "toy.inter"),
+                "images": str(d),
+                "options": {},
+                "ingest": {"negative_ratings": [0], "split": {"method": "labels"}},
+            },
+            "ingest": {"split": {"method": "random_ratio", "valid_ratio": 0.1, "test_ratio": 0.1}},
+        }
+    )
+    layout = Layout(store=tmp_path / "store", models=tmp_path / "models", reports=tmp_path / "reports")
+    summary = stage.run(config, layout)
     assert summary["split_method"] == "labels" and summary["profile"] == "toy"
-    neg = read_table(tmp_path / "store/negatives")
+    neg = read_table(layout.negatives())
     assert neg.num_rows == 3
-    m = read_manifest(tmp_path / "store/interactions")
+    m = read_manifest(layout.interactions())
     assert m["split_hash"] == summary["split_hash"] and m["profile"] == "toy"
-    stats = json.loads((tmp_path / "ingest.json").read_text())
+    stats = json.loads(layout.ingest_stats().read_text())
     assert set(stats["split"]) == {"train", "valid", "test"}
     assert {"users", "items", "interactions", "density", "cold_users", "cold_items"} <= set(
         stats["split"]["train"]

@@ -10,12 +10,20 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 import pytest
-from extract_helpers import bad_images, clip_feature, extract_params, items_store, png, tiny_bert
+from extract_helpers import (
+    bad_images,
+    clip_feature,
+    extract_config,
+    items_store,
+    png,
+    store_layout,
+    tiny_bert,
+)
 
 from features import schemas
 from features.encoders.clip import OpenClipEncoder
 from features.store import read_manifest, read_table, write_table
-from pipelines import extract
+from pipelines.stages import extract
 
 MAX_BYTES = 200_000
 LONG = "very long description " * 400  # 8,800 characters, hundreds of tokens
@@ -47,9 +55,9 @@ def _build(tmp_path):
     for name, (fields, expect) in _text_rows().items():
         rows.append({"item_id": f"txt:{name}", **fields, "image_path": good_png})
         image_expect[f"txt:{name}"], text_expect[f"txt:{name}"] = "ok", expect
-    store = items_store(tmp_path / "store", rows)
+    layout = items_store(store_layout(tmp_path), rows)
     # Plant invalid UTF-8 bytes in one title, as a careless upstream writer could.
-    t = read_table(store / "items")
+    t = read_table(layout.items())
     titles = [
         b"caf\xe9 \xff" if v == "@@BAD_UTF8@@" else (v.encode() if v is not None else None)
         for v in t.column("title").to_pylist()
@@ -57,15 +65,15 @@ def _build(tmp_path):
     t = t.set_column(
         t.schema.get_field_index("title"), "title", pa.array(titles, pa.binary()).view(pa.string())
     )
-    write_table(store / "items", t, schemas.ITEMS)
-    return store, image_expect, text_expect
+    write_table(layout.items(write=True), t, schemas.ITEMS)
+    return layout, image_expect, text_expect
 
 
-def _outcomes(store, name: str) -> dict[str, str]:
-    got = {i: "ok" for i in read_table(store / "features" / name, columns=["item_id"]).column(0).to_pylist()}
-    for r in read_table(store / "features/_notes" / name).to_pylist():
+def _outcomes(layout, name: str) -> dict[str, str]:
+    got = {i: "ok" for i in read_table(layout.feature(name), columns=["item_id"]).column(0).to_pylist()}
+    for r in read_table(layout.feature_notes(name)).to_pylist():
         got[r["item_id"]] = f"note:{r['detail']}"
-    for r in read_table(store / "features/_rejects" / name).to_pylist():
+    for r in read_table(layout.feature_rejects(name)).to_pylist():
         assert r["item_id"] not in got, f"{r['item_id']} both embedded and rejected"
         got[r["item_id"]] = f"reject:{r['reason']}"
     return got
@@ -94,7 +102,7 @@ def flaky_clip(monkeypatch):
 
 
 def test_bad_input_corpus_is_handled_or_rejected_with_reasons(tmp_path, flaky_clip) -> None:
-    store, image_expect, text_expect = _build(tmp_path)
+    layout, image_expect, text_expect = _build(tmp_path)
     bert = tiny_bert(tmp_path / "bert")
     features = {
         "image": clip_feature(),
@@ -106,40 +114,40 @@ def test_bad_input_corpus_is_handled_or_rejected_with_reasons(tmp_path, flaky_cl
             "max_length": 32,
         },
     }
-    ex = extract_params(features, max_image_bytes=MAX_BYTES, max_text_chars=2_000)
-    manifests = extract.run({"seed": 0, "extract": ex}, store)
+    config = extract_config(features, seed=0, max_image_bytes=MAX_BYTES, max_text_chars=2_000)
+    manifests = extract.run(config, layout)
     kinds = {
         v.split(":")[1].split(" (")[0] for v in [*image_expect.values(), *text_expect.values()] if v != "ok"
     }
     assert len(kinds) >= 12, kinds
-    _check(_outcomes(store, "image"), image_expect)
-    _check(_outcomes(store, "text"), text_expect)
-    n = read_manifest(store / "items")["row_count"]
+    _check(_outcomes(layout, "image"), image_expect)
+    _check(_outcomes(layout, "text"), text_expect)
+    n = read_manifest(layout.items())["row_count"]
     for name, m in manifests.items():
         c = m["counts"]
         assert c["items_read"] == n == c["embedded"] + c["rejected"] + c["reused"], name
         assert (
             m["row_count"] == c["embedded"]
-            and read_manifest(store / f"features/_rejects/{name}")["row_count"] == c["rejected"]
+            and read_manifest(layout.feature_rejects(name))["row_count"] == c["rejected"]
         )
-    long_note = _outcomes(store, "text")["txt:text_long"]
+    long_note = _outcomes(layout, "text")["txt:text_long"]
     assert "cut to max_text_chars 2000" in long_note and "> max_length 32, cut" in long_note
     assert manifests["text"]["counts"]["text_truncated"] == 1
-    rejects = pl.read_parquet(str(store / "features/_rejects/image/*.parquet"))
+    rejects = pl.read_parquet(str(layout.feature_rejects("image") / "*.parquet"))
     assert rejects.filter(pl.col("item_id") == "img:missing_file")["detail"][0].endswith("does-not-exist.png")
 
 
 def test_precomputed_import_rejects_items_without_a_vector(tmp_path) -> None:
     rows = [{"item_id": f"p{i}", "title": "t"} for i in range(6)]
-    store = items_store(tmp_path / "store", rows)
+    layout = items_store(store_layout(tmp_path), rows)
     vecs = np.random.default_rng(0).normal(size=(5, 8)).astype(np.float32)
     vecs[1] = np.inf
     np.save(tmp_path / "v.npy", vecs)
     (tmp_path / "ids.txt").write_text("p0\np1\np2\np3\nnot-in-catalog\n")  # p4, p5 have no vector
     feat = {"encoder": "precomputed", "path": str(tmp_path / "v.npy"), "ids": str(tmp_path / "ids.txt")}
-    m = extract.run({"seed": 0, "extract": extract_params({"cnn": feat})}, store)["cnn"]
+    m = extract.run(extract_config({"cnn": feat}, seed=0), layout)["cnn"]
     assert m["input"] == "item_id" and m["dim"] == 8 and m["counts"]["embedded"] == 3
-    got = _outcomes(store, "cnn")
+    got = _outcomes(layout, "cnn")
     assert got == {
         "p0": "ok",
         "p2": "ok",
@@ -148,7 +156,7 @@ def test_precomputed_import_rejects_items_without_a_vector(tmp_path) -> None:
         "p4": "reject:no precomputed vector",
         "p5": "reject:no precomputed vector",
     }
-    t = read_table(store / "features/cnn").sort_by("item_idx")
+    t = read_table(layout.feature("cnn")).sort_by("item_idx")
     np.testing.assert_array_equal(
         np.stack(t.column("embedding").to_numpy(zero_copy_only=False)), vecs[[0, 2, 3]]
     )

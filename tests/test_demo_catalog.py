@@ -140,6 +140,21 @@ def test_rerun_overwrites_and_drops_stale_images(tmp_path: Path) -> None:
     assert set(inter["item_id"]) <= set(items["item_id"])
 
 
+def test_demo_stage_uses_the_demo_section_and_the_top_level_seed(tmp_path: Path) -> None:
+    from pipelines.config import Config
+    from pipelines.stages import demo
+
+    sizes = {"n_items": 30, "n_users": 20, "n_interactions": 300, "image_size": 16}
+    stats = demo.run(Config.from_dict({"seed": 5, "demo": sizes}), tmp_path / "stage", progress=False)
+    generate_demo(tmp_path / "lib", DemoSpec(**sizes, seed=5), progress=False)
+    assert stats["n_items"] == 30 and stats["n_users"] == 20
+    for name in ("items.csv", "interactions.csv", "README.txt", "images/item_00001.png"):
+        assert (tmp_path / "stage" / name).read_bytes() == (tmp_path / "lib" / name).read_bytes(), name
+    # demo.seed, when set, wins over the top-level seed
+    demo.run(Config.from_dict({"seed": 5, "demo": {**sizes, "seed": 6}}), tmp_path / "own", progress=False)
+    assert "seed = 6" in (tmp_path / "own" / "README.txt").read_text()
+
+
 def test_users_concentrate_on_their_dominant_colour(catalog: tuple[Path, dict]) -> None:
     """The content signal is real: taste on colour, far above the uniform base rate."""
     items, inter = _read(catalog[0])

@@ -2,59 +2,46 @@
 
 from __future__ import annotations
 
-import copy
-import datetime as dt
 import json
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pyarrow as pa
 import pytest
 import yaml
 from typer.testing import CliRunner
+from validation_helpers import feature_table, items_table, unit_rows, write_features
 
 from features import schemas
-from features.store import embeddings_to_arrow, write_table
+from features.store import write_table
 from pipelines.cli import app
-from validation import gate
+from pipelines.config import Config, Thresholds, load_config, to_raw
+from pipelines.layout import Layout
+from pipelines.stages import validate
 from validation.drift import drift
 
 ROOT = Path(__file__).resolve().parents[1]
 N, DIM = 1000, 32
+ID = "it{:04d}"
 
 
-def params() -> dict[str, Any]:
-    p = yaml.safe_load((ROOT / "params.yaml").read_text())
-    return {"seed": 0, "validate": copy.deepcopy(p["validate"])}
+def config() -> Config:
+    raw = to_raw(load_config(ROOT / "params.yaml"))
+    return Config.from_dict({**raw, "seed": 0})
 
 
-def drift_th(p: dict[str, Any] | None = None) -> dict[str, Any]:
-    v = (p or params())["validate"]
-    return {**v["drift"], "pair_sample": v["pair_sample"]}
+def drift_th() -> Thresholds:
+    return config().validate_params.for_feature("text")
 
 
 def unit(rng: np.random.Generator, n: int) -> np.ndarray:
-    v = rng.standard_normal((n, DIM)).astype(np.float32)
-    return v / np.linalg.norm(v, axis=1, keepdims=True)
+    return unit_rows(rng, n, DIM)
 
 
 def write_snapshot(
     path: Path, ids: np.ndarray, emb: np.ndarray, hashes: list[str], encoder_id: str = "enc@1", **extra: Any
 ) -> None:
-    now = dt.datetime(2024, 1, 1, tzinfo=dt.UTC)
-    t = pa.table(
-        {
-            "item_idx": ids.astype(np.int64),
-            "item_id": [f"it{i:04d}" for i in ids],
-            "embedding": embeddings_to_arrow(emb),
-            "content_hash": hashes,
-            "event_timestamp": pa.array([now] * len(ids), pa.timestamp("us", tz="UTC")),
-            "created": pa.array([now] * len(ids), pa.timestamp("us", tz="UTC")),
-        }
-    )
-    manifest = {"dim": DIM, "normalized": True, "encoder_id": encoder_id, **extra}
-    write_table(path, t, schemas.feature_schema(emb.shape[1]), **manifest)
+    write_features(path, feature_table(ids, emb, hashes, fmt=ID), encoder_id=encoder_id, **extra)
 
 
 def snapshots(root: Path, changed_share: float = 0.03, seed: int = 0) -> tuple[Path, Path, np.ndarray]:
@@ -79,21 +66,12 @@ def test_three_percent_changed_is_reported_exactly_through_the_gate(tmp_path: Pa
     """The gate picks up store/features/_previous/<name> on its own."""
     store = tmp_path / "store"
     prev, cur, changed = snapshots(tmp_path)
-    items = pa.table(
-        {
-            "item_idx": np.arange(N),
-            "item_id": [f"it{i:04d}" for i in range(N)],
-            "title": ["t"] * N,
-            "description": ["d"] * N,
-            "category": ["c"] * N,
-            "image_path": [""] * N,
-        }
-    )
-    write_table(store / "items", items, schemas.ITEMS)
-    (store / "features/_previous").mkdir(parents=True)
-    prev.rename(store / "features/_previous/text")
-    cur.rename(store / "features/text")
-    summary = gate.run(params(), store, tmp_path / "v", tables=["features/text"])
+    write_table(store / "items", items_table(N, fmt=ID), schemas.ITEMS)
+    layout = Layout(store=store, reports=tmp_path / "reports")
+    layout.feature_previous("text").parent.mkdir(parents=True)
+    prev.rename(layout.feature_previous("text"))
+    cur.rename(layout.feature("text"))
+    summary = validate.run(config(), layout, tables=["features/text"])
     d = summary["drift"]["features/text"]
     assert d["status"] == "ok" and summary["success"]
     assert d["shares"]["changed_share"] == pytest.approx(0.03, abs=1e-12)
@@ -108,8 +86,9 @@ def test_three_percent_changed_is_reported_exactly_through_the_gate(tmp_path: Pa
     }
     assert d["shares"]["added_share"] == 0 and d["shares"]["removed_share"] == 0
     assert d["stats"]["unchanged_cosine"]["min"] >= 0.999
-    assert "Drift against the previous snapshot" in (tmp_path / "v/index.html").read_text()
-    assert json.loads((tmp_path / "v/summary.json").read_text())["drift"]["features/text"]["status"] == "ok"
+    report = layout.validation()
+    assert "Drift against the previous snapshot" in (report / "index.html").read_text()
+    assert json.loads((report / "summary.json").read_text())["drift"]["features/text"]["status"] == "ok"
 
 
 def test_unchanged_item_with_a_new_vector_fails_naming_it(tmp_path: Path) -> None:
@@ -158,7 +137,7 @@ def test_no_previous_snapshot_is_reported_not_failed(tmp_path: Path) -> None:
 
 def test_validate_drift_cli_on_any_two_paths(tmp_path: Path) -> None:
     prev, cur, _ = snapshots(tmp_path)
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params()))
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(to_raw(config())))
     base = ["validate-drift", "--params", str(tmp_path / "params.yaml"), "--previous", str(prev)]
     ok = CliRunner().invoke(app, [*base, "--current", str(cur), "--out", str(tmp_path / "rep")])
     assert ok.exit_code == 0, ok.output
@@ -167,3 +146,22 @@ def test_validate_drift_cli_on_any_two_paths(tmp_path: Path) -> None:
     write_snapshot(tmp_path / "bad", np.arange(N), bad, [f"h{i}" for i in range(N)])
     res = CliRunner().invoke(app, [*base, "--current", str(tmp_path / "bad")])
     assert res.exit_code == 1 and "min_unchanged_cosine" in res.output and "it0" in res.output
+
+
+def test_per_feature_drift_override_sets_one_level(tmp_path: Path) -> None:
+    """``feature_overrides.<name>.drift`` may set one level; the rest stay the defaults."""
+    from pipelines.stages import drift as drift_stage
+
+    prev, _, _ = snapshots(tmp_path, changed_share=0.0)
+    emb = unit(np.random.default_rng(0), N)
+    emb[7] = unit(np.random.default_rng(5), 1)[0]
+    write_snapshot(tmp_path / "moved", np.arange(N), emb, [f"h{i}" for i in range(N)])
+    with pytest.raises(validate.ValidationFailed, match="min_unchanged_cosine"):
+        drift_stage.run(config(), prev, tmp_path / "moved", feature="text")
+    raw = to_raw(config())
+    raw["validate"]["feature_overrides"]["text"] = {"drift": {"min_unchanged_cosine": {"fail": None}}}
+    relaxed = Config.from_dict(raw)
+    th = relaxed.validate_params.for_feature("text")
+    assert th.drift.min_unchanged_cosine.warn == 0.9999 and th.drift.norm_shift.fail == 0.1
+    summary = drift_stage.run(relaxed, prev, tmp_path / "moved", feature="text", out=tmp_path / "rep")
+    assert summary["drift"]["text"]["status"] == "warn" and (tmp_path / "rep/index.html").exists()

@@ -8,13 +8,22 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from extract_helpers import catalog, clip_feature, extract_params, items_store, png, tiny_bert
+from extract_helpers import (
+    catalog,
+    clip_feature,
+    extract_config,
+    extract_params,
+    items_store,
+    png,
+    store_layout,
+    tiny_bert,
+)
 
-from features.cache import PREVIOUS_DIR
-from features.reader import feature_names, load_features
+from features.reader import load_features
 from features.store import read_manifest, read_table
-from pipelines import extract
-from pipelines.beam.extract import beam_options, local_workers, torch_threads, wants_reshuffle
+from pipelines.beam.extract import beam_options, cpu_count, local_workers, torch_threads, wants_reshuffle
+from pipelines.config import BeamParams, Config, ParamsError
+from pipelines.stages import extract
 
 N = 100
 
@@ -36,19 +45,19 @@ def _features(bert) -> dict:
     }
 
 
-def _run(store, bert, **overrides):
-    return extract.run({"seed": 1, "extract": extract_params(_features(bert), **overrides)}, store)
+def _run(layout, bert, **overrides):
+    return extract.run(extract_config(_features(bert), **overrides), layout)
 
 
-def _by_id(store, name: str) -> dict[str, dict]:
-    return {r["item_id"]: r for r in read_table(store / "features" / name).to_pylist()}
+def _by_id(layout, name: str) -> dict[str, dict]:
+    return {r["item_id"]: r for r in read_table(layout.feature(name)).to_pylist()}
 
 
 def test_changing_5_percent_re_embeds_exactly_those_and_reuses_the_rest_bit_for_bit(tmp_path, bert) -> None:
     rows = catalog(tmp_path, N)
-    store = items_store(tmp_path / "store", rows)
-    first = _run(store, bert)
-    before = {name: _by_id(store, name) for name in first}
+    layout = items_store(store_layout(tmp_path), rows)
+    first = _run(layout, bert)
+    before = {name: _by_id(layout, name) for name in first}
     # A new snapshot: 3 titles and 2 images change (5%), 2 items leave, 1 arrives, order shifts.
     text_changed = {rows[i]["item_id"] for i in (3, 40, 77)}
     image_changed = {rows[i]["item_id"] for i in (10, 55)}
@@ -65,8 +74,8 @@ def test_changing_5_percent_re_embeds_exactly_those_and_reuses_the_rest_bit_for_
             "image_path": str(png(tmp_path / "images/new.png", 5)),
         }
     ]
-    items_store(store, new_rows[::-1])
-    second = _run(store, bert)
+    items_store(layout, new_rows[::-1])
+    second = _run(layout, bert)
     new_idx = {r["item_id"]: i for i, r in enumerate(new_rows[::-1])}
     for name, changed in (("text", text_changed), ("image", image_changed)):
         c = second[name]["counts"]
@@ -79,7 +88,7 @@ def test_changing_5_percent_re_embeds_exactly_those_and_reuses_the_rest_bit_for_
             "removed": 2,
             "rejected": 0,
         }
-        after = _by_id(store, name)
+        after = _by_id(layout, name)
         assert set(after) == set(new_idx)
         for item_id, row in after.items():
             assert row["item_idx"] == new_idx[item_id]
@@ -96,45 +105,44 @@ def test_changing_5_percent_re_embeds_exactly_those_and_reuses_the_rest_bit_for_
                     k: old[k] for k in ("content_hash", "created", "event_timestamp")
                 }
         # The replaced table is kept one generation back for drift checks.
-        prev = read_manifest(store / "features" / PREVIOUS_DIR / name)
+        prev = read_manifest(layout.feature_previous(name))
         assert prev["created"] == first[name]["created"] and prev["row_count"] == N
-    assert feature_names(store) == ["image", "text"]
+    assert layout.feature_names() == ["image", "text"]
 
 
 def test_unchanged_rerun_reuses_everything_and_loads_no_model(tmp_path, bert, monkeypatch) -> None:
-    store = items_store(tmp_path / "store", catalog(tmp_path, 30))
-    first = _run(store, bert)
+    layout = items_store(store_layout(tmp_path), catalog(tmp_path, 30))
+    first = _run(layout, bert)
     loads = []
     monkeypatch.setattr("features.encoders.hf_llm.HFLanguageModelEncoder.load", lambda self: loads.append(1))
     monkeypatch.setattr("features.encoders.clip.OpenClipEncoder.load", lambda self: loads.append(1))
-    second = _run(store, bert)
+    second = _run(layout, bert)
     for name in first:
         assert second[name]["counts"]["reused"] == 30 and second[name]["counts"]["embedded"] == 0
-        a, b = (
-            read_table(store / "features" / name),
-            read_table(store / "features" / name / f"../{PREVIOUS_DIR}/{name}"),
-        )
+        # the replaced (identical) table is kept as the drift baseline
+        a, b = read_table(layout.feature(name)), read_table(layout.feature_previous(name))
         assert a.sort_by("item_idx").equals(b.sort_by("item_idx"))
+        assert read_manifest(layout.feature_previous(name))["created"] == first[name]["created"]
     assert loads == []
 
 
 def test_a_different_encoder_invalidates_the_cache(tmp_path, bert) -> None:
-    store = items_store(tmp_path / "store", catalog(tmp_path, 12))
-    _run(store, bert)
+    layout = items_store(store_layout(tmp_path), catalog(tmp_path, 12))
+    _run(layout, bert)
     feats = _features(bert)
     feats["text"]["pooling"] = "last"
-    m = extract.run({"seed": 1, "extract": extract_params(feats)}, store)
+    m = extract.run(extract_config(feats), layout)
     assert m["text"]["counts"]["embedded"] == 12 and not m["text"]["cache"]["used"]
     assert "encoder or input version changed" in m["text"]["cache"]["reason"]
     assert m["image"]["counts"]["reused"] == 12
 
 
 def test_output_is_readable_by_polars_pyarrow_duckdb_and_the_reader(tmp_path, bert) -> None:
-    store = items_store(tmp_path / "store", catalog(tmp_path, 20))
-    m = _run(store, bert, keep_previous=False)["image"]
-    files = str(store / "features/image/*.parquet")
+    layout = items_store(store_layout(tmp_path), catalog(tmp_path, 20))
+    m = _run(layout, bert, keep_previous=False)["image"]
+    files = str(layout.feature("image") / "*.parquet")
     d = m["dim"]
-    assert pq.read_schema(next((store / "features/image").glob("*.parquet"))).field(
+    assert pq.read_schema(next(layout.feature("image").glob("*.parquet"))).field(
         "embedding"
     ).type == pa.list_(pa.float32(), d)
     df = pl.read_parquet(files)
@@ -150,19 +158,20 @@ def test_output_is_readable_by_polars_pyarrow_duckdb_and_the_reader(tmp_path, be
     sql = "select count(*), max(len(embedding)), max(abs(list_dot_product(embedding, embedding) - 1))"
     n, width, norm = duckdb.sql(f"{sql} from '{files}'").fetchall()[0]
     assert (n, width) == (20, d) and norm < 1e-4
-    f = load_features(store, "image")
+    f = load_features(layout.feature("image"), n_items=20)
     assert f.matrix.shape == (20, d) and f.present.all() and f.normalized and f.manifest["random_weights"]
     np.testing.assert_array_equal(f.matrix[df["item_idx"].to_numpy()], df["embedding"].to_numpy())
     assert m["stats"]["rows"] == 20 and abs(m["stats"]["norm_mean"] - 1) < 1e-5
-    assert not (store / "features" / PREVIOUS_DIR).exists()
+    assert not layout.feature_previous("image").exists()
+    assert not layout.feature_previous("image").parent.exists()
 
 
 def test_runner_and_options_pass_through_params_and_cli() -> None:
     opts = beam_options(
-        {
-            "runner": "DirectRunner",
-            "options": {"direct_running_mode": "multi_processing", "direct_num_workers": 2},
-        },
+        BeamParams(
+            runner="DirectRunner",
+            options={"direct_running_mode": "multi_processing", "direct_num_workers": 2},
+        ),
         ["--runner=FlinkRunner", "--flink_master=host:8081", "--parallelism=4"],
     )
     all_opts = opts.get_all_options()
@@ -171,51 +180,52 @@ def test_runner_and_options_pass_through_params_and_cli() -> None:
     assert (
         local_workers(opts) is None and torch_threads("auto", opts) is None and wants_reshuffle("auto", opts)
     )
-    local = beam_options({"options": {"direct_running_mode": "multi_processing", "direct_num_workers": 2}})
+    local = beam_options(
+        BeamParams(options={"direct_running_mode": "multi_processing", "direct_num_workers": 2})
+    )
     assert local_workers(local) == 2 and wants_reshuffle("auto", local)
-    assert torch_threads("auto", local) == max(1, extract.cpu_count() // 2) and torch_threads(3, local) == 3
-    in_memory = beam_options({"options": {"direct_running_mode": "in_memory"}})
+    assert torch_threads("auto", local) == max(1, cpu_count() // 2) and torch_threads(3, local) == 3
+    in_memory = beam_options(BeamParams(options={"direct_running_mode": "in_memory"}))
     assert local_workers(in_memory) == 1 and not wants_reshuffle("auto", in_memory)
 
 
 def test_bad_feature_params_are_clear_errors(tmp_path, bert) -> None:
-    store = items_store(tmp_path / "store", catalog(tmp_path, 3))
-    with pytest.raises(ValueError, match="extract.features.x.input: expected 'text', 'image' or 'item_id'"):
-        extract.run(
-            {"extract": extract_params({"x": {"input": "audio", "encoder": "hf-llm", "model": str(bert)}})},
-            store,
+    layout = items_store(store_layout(tmp_path), catalog(tmp_path, 3))
+    # a bad value fails when params load, before any work, naming the key, the options and the value
+    with pytest.raises(
+        ParamsError, match=r"extract.features.x.input: .*'text', 'image' or 'item_id', got 'audio'"
+    ):
+        Config.from_dict(
+            {"extract": extract_params({"x": {"input": "audio", "encoder": "hf-llm", "model": str(bert)}})}
         )
+    with pytest.raises(ParamsError, match=r"extract.features.x.polling: unknown key; did you mean 'pooling'"):
+        extract_config({"x": {"encoder": "hf-llm", "model": str(bert), "polling": "last"}})
+    # a field the items table lacks fails when the stage plans the feature
     with pytest.raises(ValueError, match=r"missing column\(s\) \['subtitle'\]"):
         extract.run(
-            {
-                "extract": extract_params(
-                    {"x": {"fields": ["subtitle"], "encoder": "hf-llm", "model": str(bert)}}
-                )
-            },
-            store,
+            extract_config({"x": {"fields": ["subtitle"], "encoder": "hf-llm", "model": str(bert)}}), layout
         )
+    assert layout.feature_names() == []
 
 
 @pytest.mark.slow
 def test_multi_process_runner_reuses_the_cache_and_embeds_like_the_encoder(tmp_path, bert) -> None:
     rows = catalog(tmp_path, 40)
-    store = items_store(tmp_path / "store", rows)
+    layout = items_store(store_layout(tmp_path), rows)
     feats = {"text": _features(bert)["text"]}
-    extract.run({"seed": 1, "extract": extract_params(feats)}, store)
-    before = _by_id(store, "text")
+    extract.run(extract_config(feats), layout)
+    before = _by_id(layout, "text")
     for r in rows[5:7]:
         r["description"] = "changed " + r["description"]
-    items_store(store, rows)
+    items_store(layout, rows)
     mp = {
         "runner": "DirectRunner",
         "options": {"direct_running_mode": "multi_processing", "direct_num_workers": 2},
     }
-    m = extract.run({"seed": 1, "extract": extract_params(feats, beam=mp, torch_threads="auto")}, store)[
-        "text"
-    ]
-    assert m["beam"]["local_workers"] == 2 and m["beam"]["torch_threads"] == max(1, extract.cpu_count() // 2)
+    m = extract.run(extract_config(feats, beam=mp, torch_threads="auto"), layout)["text"]
+    assert m["beam"]["local_workers"] == 2 and m["beam"]["torch_threads"] == max(1, cpu_count() // 2)
     assert m["counts"] | {"embedded": 2, "reused": 38, "changed": 2, "removed": 0} == m["counts"]
-    after = _by_id(store, "text")
+    after = _by_id(layout, "text")
     from features.encoders import build_encoder
     from features.inputs import prepare_text
 

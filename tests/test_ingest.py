@@ -6,9 +6,9 @@ import polars as pl
 import pytest
 
 from pipelines.adapters.generic import read_generic
-from pipelines.tables import ingest
 from pipelines.sources import SourceError
 from pipelines.splits import split_random_ratio
+from pipelines.tables import ingest
 
 SPLIT = {"method": "random_ratio", "valid_ratio": 0.1, "test_ratio": 0.1}
 

@@ -10,8 +10,8 @@ import polars as pl
 import pytest
 
 from pipelines.adapters import read_source
-from pipelines.tables import ingest
 from pipelines.sources import SourceError
+from pipelines.tables import ingest
 
 SPLIT = {"method": "random_ratio", "valid_ratio": 0.1, "test_ratio": 0.1}
 ITEMS = "item_id,title\na,A\nb,B\nc,C\n"

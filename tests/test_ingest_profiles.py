@@ -1,54 +1,82 @@
-"""Named data profiles: one switch (`dvc exp run -S 'data=${profiles.<name>}'`) moves the
-whole pipeline, and every profile defines the paths dvc.yaml declares as deps."""
+"""Real-dataset profiles live with the benchmarks (``benchmarks/profiles.yaml``), not in the
+product's params.yaml: each one is a valid ``data`` section that defines every path dvc.yaml
+templates, and its ``ingest`` overrides deep-merge over the ingest section."""
 
 from __future__ import annotations
 
 import re
-import shutil
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
 
 from pipelines.adapters import ADAPTERS
-from pipelines.tables import effective_params, with_profile
+from pipelines.config import Config, ParamsError, deep_merge
 
 ROOT = Path(__file__).resolve().parents[1]
+PROFILES = ROOT / "benchmarks" / "profiles.yaml"
 
 
-def _params() -> dict:
+def _params() -> dict[str, Any]:
     return yaml.safe_load((ROOT / "params.yaml").read_text())
 
 
-def test_every_profile_defines_what_dvc_yaml_templates() -> None:
+def _profiles(datasets: Path) -> dict[str, dict[str, Any]]:
+    """benchmarks/profiles.yaml with the ``${datasets}`` root replaced by ``datasets``."""
+    text = PROFILES.read_text()
+    assert "${datasets}" in text, "profiles.yaml should root its paths at ${datasets}"
+    return yaml.safe_load(text.replace("${datasets}", str(datasets)))
+
+
+def _config_with(data: dict[str, Any]) -> Config:
+    raw = _params()
+    raw["data"] = data
+    return Config.from_dict(raw)
+
+
+def test_params_yaml_has_no_profiles_and_no_shared_paths() -> None:
+    text = (ROOT / "params.yaml").read_text()
+    assert "profiles" not in _params()
+    assert "../shared" not in text
+    Config.from_dict(_params())  # and the product's own params are valid as they are
+
+
+def test_every_profile_is_a_valid_data_section_defining_what_dvc_yaml_templates(tmp_path: Path) -> None:
     templated = set(re.findall(r"\$\{data\.(\w+)\}", (ROOT / "dvc.yaml").read_text()))
     assert templated >= {"items", "interactions", "images"}
-    params = _params()
-    assert params["profiles"], "params.yaml has no profiles"
-    for name, prof in params["profiles"].items():
+    profiles = _profiles(tmp_path)
+    assert profiles, "benchmarks/profiles.yaml has no profiles"
+    for name, prof in profiles.items():
         assert prof["profile"] == name
         assert prof["source"] in ADAPTERS, name
-        missing = [k for k in templated if not prof.get(k)]
+        missing = [k for k in templated | {"items", "interactions", "images"} if not prof.get(k)]
         assert not missing, f"profile {name} lacks {missing}"
-    assert params["data"] == params["profiles"][params["data"]["profile"]]
+        for k in ("items", "interactions", "images"):
+            assert str(prof[k]).startswith(str(tmp_path)), f"profile {name}: {k} not under ${{datasets}}"
+        config = _config_with(prof)  # raises ParamsError on an unknown key or option
+        assert config.data.source == prof["source"] and config.data.profile == name
+        config.effective_ingest()  # its ingest overrides are valid ingest keys
 
 
-def test_dvc_set_param_switch_copies_a_profile_into_data(tmp_path: Path) -> None:
-    from dvc.utils.hydra import apply_overrides
+def test_profile_ingest_overrides_deep_merge_over_the_ingest_section(tmp_path: Path) -> None:
+    params = _params()
+    config = _config_with(_profiles(tmp_path)["dbbook"])
+    ing = config.effective_ingest()
+    assert ing.negative_ratings == [0] and ing.split.method == "labels"
+    # keys the override does not name keep the ingest section's values (deep, not shallow)
+    assert ing.split.valid_ratio == params["ingest"]["split"]["valid_ratio"]
+    assert ing.split.test_ratio == params["ingest"]["split"]["test_ratio"]
+    assert ing.kcore.users == params["ingest"]["kcore"]["users"]
+    assert ing.download.model_dump() == params["ingest"]["download"]
+    assert ing.model_dump() == deep_merge(config.ingest.model_dump(), config.data.ingest)
+    # the ingest section itself is untouched
+    assert config.ingest.split.method == params["ingest"]["split"]["method"]
+    assert config.ingest.negative_ratings == params["ingest"]["negative_ratings"]
 
-    p = tmp_path / "params.yaml"
-    shutil.copy(ROOT / "params.yaml", p)
-    apply_overrides(p, ["data=${profiles.ml100k}"])  # what `dvc exp run -S` does
-    params = yaml.safe_load(p.read_text())
-    assert params["data"] == params["profiles"]["ml100k"]
-    assert params["ingest"] == _params()["ingest"]  # nothing else moves
 
-
-def test_profile_ingest_overrides_merge_over_the_ingest_section() -> None:
-    params = with_profile(_params(), "dbbook")
-    data, ing = effective_params(params)
-    assert "ingest" not in data
-    assert ing["negative_ratings"] == [0] and ing["split"]["method"] == "labels"
-    assert ing["split"]["valid_ratio"] == _params()["ingest"]["split"]["valid_ratio"]
-    with pytest.raises(ValueError, match="no profile 'nope'"):
-        with_profile(_params(), "nope")
+def test_a_bad_profile_ingest_override_names_the_key(tmp_path: Path) -> None:
+    prof = _profiles(tmp_path)["dbbook"]
+    prof["ingest"] = {"split": {"metod": "labels"}}
+    with pytest.raises(ParamsError, match=r"data.ingest.*split.metod.*did you mean 'method'"):
+        _config_with(prof).effective_ingest()

@@ -15,14 +15,18 @@ from typer.testing import CliRunner
 from features.schemas import feature_schema
 from features.store import read_manifest, read_table, write_table
 from pipelines.cli import app
-from training import evaluate_stage, export_stage, report, train_stage
-from validation import gate
+from pipelines.config import to_raw
+from pipelines.layout import Layout
+from pipelines.stages import evaluate as evaluate_stage
+from pipelines.stages import export as export_stage
+from pipelines.stages import report, validate
+from pipelines.stages import train as train_stage
 
 
 def test_extract_writes_fixed_size_features_with_manifest(tiny_store) -> None:
-    root, p = tiny_store
+    root, config, _ = tiny_store
     n_items = read_manifest(root / "store/items")["row_count"]
-    for name in p["extract"]["features"]:
+    for name in config.feature_names():
         m = read_manifest(root / "store/features" / name)
         t = read_table(root / "store/features" / name)
         assert t.schema.field("embedding").type.list_size == m["dim"]
@@ -36,13 +40,14 @@ def test_extract_writes_fixed_size_features_with_manifest(tiny_store) -> None:
 
 
 def test_validation_passes_on_the_good_store(tiny_store, tmp_path) -> None:
-    root, p = tiny_store
-    summary = gate.run(p, root / "store", tmp_path / "v", root / "store/graphs/item_knn")
-    assert summary["success"] and (tmp_path / "v/index.html").exists()
+    root, config, _ = tiny_store
+    layout = Layout(store=root / "store", reports=tmp_path)
+    summary = validate.run(config, layout)
+    assert summary["success"] and (tmp_path / "validation/index.html").exists()
 
 
 def test_validate_cli_stops_on_nan_embedding(tiny_store, tmp_path) -> None:
-    root, p = tiny_store
+    root, config, _ = tiny_store
     store = tmp_path / "store"
     shutil.copytree(root / "store", store)
     feat = store / "features/text_minilm"
@@ -66,9 +71,9 @@ def test_validate_cli_stops_on_nan_embedding(tiny_store, tmp_path) -> None:
     params = tmp_path / "params.yaml"
     import yaml
 
-    params.write_text(yaml.safe_dump(p))
+    params.write_text(yaml.safe_dump(to_raw(config)))
     res = CliRunner().invoke(
-        app, ["validate", "--params", str(params), "--store", str(store), "--out", str(tmp_path / "v")]
+        app, ["validate", "--params", str(params), "--store", str(store), "--reports", str(tmp_path / "r")]
     )
     assert res.exit_code == 1
     out = res.output
@@ -78,41 +83,30 @@ def test_validate_cli_stops_on_nan_embedding(tiny_store, tmp_path) -> None:
 
 @pytest.mark.slow
 def test_train_evaluate_report_end_to_end(tiny_store, tmp_path, ray_session) -> None:
-    root, p = tiny_store
-    p = {**p, "train": {**p["train"], "backend": "ray", "workers": 2}}
-    store, graphs = root / "store", root / "store/graphs/item_knn"
-    gate.run(p, store, tmp_path / "validation", graphs)
-    summary = train_stage.run(p, store, graphs, tmp_path / "models", tmp_path / "curves")
+    root, config, _ = tiny_store
+    config = config.updated({"train": {"backend": "ray", "workers": 2}})
+    store = tmp_path / "store"
+    shutil.copytree(root / "store", store)
+    layout = Layout(store=store, models=tmp_path / "models", reports=tmp_path / "reports")
+    validate.run(config, layout)
+    summary = train_stage.run(config, layout)
     assert set(summary) == {"bpr", "lightgcn", "freedom"}
-    (tmp_path / "models/train_summary.json").write_text(json.dumps(summary))
-    metrics = evaluate_stage.run(
-        p, store, graphs, tmp_path / "models", tmp_path / "metrics.json", tmp_path / "per_user"
-    )
+    assert json.loads((tmp_path / "models/train_summary.json").read_text()) == summary
+    metrics = evaluate_stage.run(config, layout)
     for name in ("bpr", "lightgcn", "freedom"):
         t = metrics[name]["test"]
         assert 0 <= t["recall@20"] <= 1 and 0 <= t["ndcg@10"] <= 1 and t["users"] > 0
-        assert pq.read_table(tmp_path / f"per_user/{name}.parquet").num_rows == t["users"]
-        assert (
-            len(json.loads((tmp_path / f"curves/{name}.json").read_text())) == p["train"]["common"]["epochs"]
-        )
-    shutil.copy(root / "reports/ingest.json", tmp_path / "ingest.json")
-    report.run(
-        p,
-        store,
-        tmp_path / "report.html",
-        metrics_path=tmp_path / "metrics.json",
-        validation_dir=tmp_path / "validation",
-        curves_dir=tmp_path / "curves",
-        ingest_stats=tmp_path / "ingest.json",
-        train_summary=tmp_path / "models/train_summary.json",
-    )
-    page = (tmp_path / "report.html").read_text()
+        assert pq.read_table(tmp_path / f"reports/per_user/{name}.parquet").num_rows == t["users"]
+        curve = json.loads((tmp_path / f"reports/curves/{name}.json").read_text())
+        assert len(curve) == config.train.common.epochs
+    shutil.copy(root / "reports/ingest.json", tmp_path / "reports/ingest.json")
+    report.run(config, layout)
+    page = (tmp_path / "reports/report.html").read_text()
     assert "freedom" in page and "RANDOMLY INITIALISED" in page
 
     # Export: what downstream teams read, without importing this project.
-    p = {**p, "export": {**p["export"], "k": 5}}
-    export_stage.run(p, store, graphs, tmp_path / "models", tmp_path / "out")
-    recs = pl.read_parquet(tmp_path / "out/recommendations/freedom/*.parquet")
+    export_stage.run(config.updated({"export": {"k": 5}}), layout)
+    recs = pl.read_parquet(tmp_path / "store/recommendations/freedom/*.parquet")
     n_users = read_manifest(store / "users")["row_count"]
     seen = pl.from_arrow(read_table(store / "interactions")).select("user_idx", "item_idx")
     n_items = read_manifest(store / "items")["row_count"]
@@ -121,6 +115,6 @@ def test_train_evaluate_report_end_to_end(tiny_store, tmp_path, ray_session) -> 
     assert recs.join(seen, on=["user_idx", "item_idx"]).height == 0  # nothing already seen
     assert recs.group_by("user_idx").agg(pl.col("score").is_sorted(descending=True).all())["score"].all()
     emb = duckdb.sql(
-        f"select count(*), max(len(embedding)) from '{tmp_path}/out/embeddings/freedom/items/*.parquet'"
+        f"select count(*), max(len(embedding)) from '{store}/embeddings/freedom/items/*.parquet'"
     ).fetchall()[0]
     assert emb == (read_manifest(store / "items")["row_count"], 64)

@@ -7,7 +7,6 @@ module fixture: in-process, Ray with 1 worker, Ray with 2 workers.
 
 from __future__ import annotations
 
-import copy
 import json
 import os
 import shutil
@@ -26,9 +25,12 @@ import pytest
 import torch
 import yaml
 
+from evaluation.metrics import evaluate
+from pipelines.config import RayParams, to_raw
+from pipelines.stages.common import data_source
+from training.checkpoint import load_checkpoint
 from training.data import load_train_data
 from training.loop import LocalContext, TrainConfig, train
-from evaluation.metrics import evaluate
 from training.models import build_model
 from training.ray_train import fit, run_name, storage_uri
 
@@ -38,19 +40,17 @@ ROOT = Path(__file__).resolve().parents[1]
 KS = (10, 20)
 
 
-def _cfg(p: dict, seed: int = 42) -> TrainConfig:
-    tp = copy.deepcopy(p["train"])
-    tp["seed"] = seed
-    tp["common"].update(epochs=12, report_every=2, checkpoint_every=2, patience=100)
-    return TrainConfig.from_params("bpr", tp, list(KS))
+def _cfg(config, seed: int = 42) -> TrainConfig:
+    config = config.updated(
+        {"train": {"seed": seed, "common": {"epochs": 12, "report_every": 2, "checkpoint_every": 2, "patience": 100}}}
+    )
+    return TrainConfig.from_config("bpr", config.train, list(KS))
 
 
 def _test_metrics(state: dict, data, cfg: TrainConfig) -> dict[str, float]:
     model = build_model(cfg.model, data, cfg.hparams)
     model.load_state_dict(state["model_state"])
-    model.eval()
-    with torch.no_grad():
-        ue, ie = model.embeddings()
+    ue, ie = model.inference_embeddings()
     return evaluate(ue, ie, data.test, data.train, data.n_users, KS)
 
 
@@ -67,11 +67,12 @@ def _local(cfg: TrainConfig, data) -> dict:
 
 @pytest.fixture(scope="module")
 def runs(tiny_store, ray_session, tmp_path_factory):
-    root, p = tiny_store
-    data = load_train_data(root / "store")
-    cfg = _cfg(p)
-    ray_params = {**p["train"]["ray"], "storage_path": str(tmp_path_factory.mktemp("ray_results"))}
-    common = {"store": root / "store", "features": [], "graphs": root / "store/graphs/item_knn"}
+    _, config, layout = tiny_store
+    source = data_source(layout, [])
+    data = load_train_data(source)
+    cfg = _cfg(config)
+    ray_params = config.train.ray.model_copy(update={"storage_path": str(tmp_path_factory.mktemp("ray_results"))})
+    common = {"source": source}
     states = {
         "local": _local(cfg, data),
         "ray1": fit(cfg, workers=1, ray_params=ray_params, **common),
@@ -79,7 +80,7 @@ def runs(tiny_store, ray_session, tmp_path_factory):
     }
     metrics = {k: _test_metrics(s, data, cfg) for k, s in states.items()}
     # The noise floor: the same in-process run under other seeds.
-    seeds = [_test_metrics(_local(_cfg(p, s), data), data, cfg) for s in (43, 44, 45)]
+    seeds = [_test_metrics(_local(_cfg(config, s), data), data, cfg) for s in (43, 44, 45)]
     return {"cfg": cfg, "data": data, "states": states, "metrics": metrics, "seeds": seeds, **common}
 
 
@@ -130,15 +131,13 @@ def test_killed_worker_recovers_from_the_last_checkpoint(runs, tmp_path) -> None
     if os.environ.get("RAY_ADDRESS"):
         pytest.skip("the session's Ray is an external cluster: its workers are not ours to kill")
     cfg = runs["cfg"]
-    ray_params = {"storage_path": str(tmp_path), "max_failures": 1, "cpus_per_worker": 1}
+    ray_params = RayParams(storage_path=str(tmp_path), max_failures=1, cpus_per_worker=1)
     run_dir = Path(storage_uri(ray_params)) / run_name(cfg)
     out: dict = {}
 
     def go() -> None:
         try:
-            out["state"] = fit(
-                cfg, workers=2, ray_params=ray_params, **{k: runs[k] for k in ("store", "features", "graphs")}
-            )
+            out["state"] = fit(cfg, workers=2, ray_params=ray_params, source=runs["source"])
         except BaseException as e:  # noqa: BLE001  (re-raised in the test thread)
             out["error"] = e
 
@@ -177,13 +176,20 @@ def _free_ports(n: int) -> list[int]:
 
 
 def test_train_stage_runs_on_a_separate_ray_head_via_ray_address(tiny_store, tmp_path) -> None:
-    root, p = tiny_store
-    p = copy.deepcopy(p)
-    p["train"].update(backend="ray", workers=2, models=["bpr"])
-    p["train"]["common"].update(epochs=4, report_every=2, checkpoint_every=2)
-    p["train"]["ray"].update(storage_path=str(tmp_path / "ray_results"), address=None)
+    root, config, _ = tiny_store
+    config = config.updated(
+        {
+            "train": {
+                "backend": "ray",
+                "workers": 2,
+                "models": ["bpr"],
+                "common": {"epochs": 4, "report_every": 2, "checkpoint_every": 2},
+                "ray": {"storage_path": str(tmp_path / "ray_results"), "address": None},
+            }
+        }
+    )
     params = tmp_path / "params.yaml"
-    params.write_text(yaml.safe_dump(p))
+    params.write_text(yaml.safe_dump(to_raw(config)))
     port, client, agent, agent_grpc, env_agent, metrics_port, node_mgr, obj_mgr = _free_ports(8)
     temp_dir = tempfile.mkdtemp(prefix="rayh", dir="/tmp")  # short: Ray's socket paths are length-limited
     ray_bin = str(Path(sys.executable).parent / "ray")
@@ -233,12 +239,10 @@ def test_train_stage_runs_on_a_separate_ray_head_via_ray_address(tiny_store, tmp
                 str(params),
                 "--store",
                 str(root / "store"),
-                "--graphs",
-                str(root / "store/graphs/item_knn"),
                 "--models",
                 str(tmp_path / "models"),
-                "--curves",
-                str(tmp_path / "curves"),
+                "--reports",
+                str(tmp_path / "reports"),
             ],  # fmt: skip
             cwd=ROOT,
             env={**env, "RAY_ADDRESS": f"127.0.0.1:{port}"},
@@ -249,7 +253,7 @@ def test_train_stage_runs_on_a_separate_ray_head_via_ray_address(tiny_store, tmp
         log = res.stdout + res.stderr
         assert res.returncode == 0, log[-4000:]
         assert f"connected to Ray cluster at 127.0.0.1:{port}" in log
-        ckpt = torch.load(tmp_path / "models/bpr/model.pt", weights_only=False)
+        ckpt = load_checkpoint(tmp_path / "models/bpr/model.pt")
         assert ckpt["best_epoch"] >= 0 and ckpt["config"]["model"] == "bpr"
         assert len(json.loads((tmp_path / "models/bpr/history.json").read_text())) == 4
         assert list((tmp_path / "ray_results").glob("bpr-*/checkpoint_*"))

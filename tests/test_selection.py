@@ -5,9 +5,10 @@ from __future__ import annotations
 import json
 
 import pytest
-import torch
 
-from training import train_stage
+from pipelines.layout import Layout
+from pipelines.stages import train as train_stage
+from training.checkpoint import load_checkpoint
 from training.loop import TrainConfig
 from training.selection import ConfigResult, aggregate, choose, expand_grid, make_config, mean_std, seeds_of
 
@@ -35,10 +36,12 @@ def test_make_config_routes_train_fields_and_hyper_parameters() -> None:
 
 
 def test_seeds() -> None:
-    assert seeds_of({"seed": 5}) == [5]
-    assert seeds_of({"seed": 5, "seeds": [1, 2, 3]}) == [1, 2, 3]
+    from pipelines.config import TrainParams
+
+    assert seeds_of(TrainParams(seed=5)) == [5]
+    assert seeds_of(TrainParams(seed=5, seeds=[1, 2, 3])) == [1, 2, 3]
     with pytest.raises(ValueError, match="empty"):
-        seeds_of({"seeds": []})
+        seeds_of(TrainParams(seeds=[]))
 
 
 def test_choice_uses_mean_valid_over_seeds_and_first_on_ties() -> None:
@@ -58,20 +61,27 @@ def test_mean_std_is_the_sample_spread() -> None:
 
 
 def test_train_stage_grid_and_seeds_save_the_valid_choice(tiny_store, tmp_path) -> None:
-    root, p = tiny_store
-    p = json.loads(json.dumps(p))
-    p["train"].update(models=["bpr"], seeds=[1, 2], backend="local")
-    p["train"]["common"].update(epochs=3, patience=10)
+    root, config, _ = tiny_store
     # lr 0 cannot learn: its valid score stays at the initial one, so lr 0.05 must win.
-    p["train"]["bpr"] = {"embedding_dim": 8, "reg_weight": 1e-4, "lr": [0.0, 0.05]}
-    store, graphs = root / "store", root / "store/graphs/item_knn"
-    summary = train_stage.run(p, store, graphs, tmp_path / "models", tmp_path / "curves")
+    config = config.updated(
+        {
+            "train": {
+                "models": ["bpr"],
+                "seeds": [1, 2],
+                "backend": "local",
+                "common": {"epochs": 3, "patience": 10},
+                "bpr": {"embedding_dim": 8, "reg_weight": 1e-4, "lr": [0.0, 0.05]},
+            }
+        }
+    )
+    layout = Layout(store=root / "store", models=tmp_path / "models", reports=tmp_path / "reports")
+    summary = train_stage.run(config, layout)
     sel = json.loads((tmp_path / "models/bpr/selection.json").read_text())
     assert len(sel["configs"]) == 2 and sel["seeds"] == [1, 2]
     means = [c["valid"]["mean"] for c in sel["configs"]]
     assert sel["chosen"] == int(means.index(max(means)))
     assert sel["test"]["recall@20"]["n"] == 2 and sel["test"]["recall@20"]["std"] >= 0
     assert summary["bpr"]["configs"] == 2 and "recall@20" in summary["bpr"]["test_mean"]
-    ckpt = torch.load(tmp_path / "models/bpr/model.pt", weights_only=False)
+    ckpt = load_checkpoint(tmp_path / "models/bpr/model.pt")
     assert ckpt["config"]["seed"] == sel["saved_seed"] and ckpt["config"]["lr"] == sel["chosen_config"]["lr"]
     assert ckpt["best_valid"] == max(sel["configs"][sel["chosen"]]["valid_per_seed"])

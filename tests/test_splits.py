@@ -7,8 +7,8 @@ import pytest
 
 from pipelines.adapters import read_source
 from pipelines.filters import kcore
-from pipelines.tables import ingest
 from pipelines.splits import split_hash, split_random_ratio, split_stats, split_temporal
+from pipelines.tables import ingest
 
 
 def _log(tmp_path, n_users: int = 40, n_items: int = 30) -> dict:
@@ -115,20 +115,25 @@ def test_split_stats_count_cold_users_and_items() -> None:
 
 
 def test_stage_runs_with_the_same_seed_write_the_same_split(tmp_path) -> None:
+    import json
+
     from features.store import read_table
-    from pipelines import ingest as stage
+    from pipelines.config import Config
+    from pipelines.layout import Layout
+    from pipelines.stages import ingest as stage
 
     data = _log(tmp_path)
-    params = {
+    raw = {
         "seed": 0,
-        "data": {**data, "profile": "t", "options": {}, "ingest": {}},
+        "data": {**data, "images": None, "profile": "t", "options": {}, "ingest": {}},
         "ingest": {"split": {"method": "random_ratio", "valid_ratio": 0.1, "test_ratio": 0.1, "seed": 5}},
     }
     hashes = []
     for i, seed in enumerate((5, 5, 6)):
-        params["ingest"]["split"]["seed"] = seed
-        stage.run(params, tmp_path / f"s{i}", tmp_path / f"s{i}.json")
-        t = pl.from_arrow(read_table(tmp_path / f"s{i}/interactions"))
+        raw["ingest"]["split"]["seed"] = seed
+        layout = Layout(store=tmp_path / f"s{i}", reports=tmp_path / f"r{i}", models=tmp_path / "models")
+        stage.run(Config.from_dict(raw), layout)
+        t = pl.from_arrow(read_table(layout.interactions()))
         hashes.append(split_hash(t))
-        assert hashes[-1] == stage.json.loads((tmp_path / f"s{i}.json").read_text())["split_hash"]
+        assert hashes[-1] == json.loads(layout.ingest_stats().read_text())["split_hash"]
     assert hashes[0] == hashes[1] != hashes[2]

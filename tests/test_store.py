@@ -11,12 +11,12 @@ import pyarrow as pa
 import pytest
 
 from features import schemas
+from features.reader import load_features
 from features.store import (
     StoreError,
     arrow_to_embeddings,
     embeddings_to_arrow,
     publish,
-    read_embedding_matrix,
     read_table,
     write_table,
 )
@@ -59,12 +59,18 @@ def test_reader_refuses_unpublished_or_inconsistent_tables(tmp_path) -> None:
     (tmp_path / "half").mkdir()
     with pytest.raises(StoreError, match="_manifest.json"):
         read_table(tmp_path / "half")
+    with pytest.raises(StoreError, match="not published"):
+        load_features(tmp_path / "half", n_items=4)
     write_table(tmp_path / "t", _features(4, 3), schemas.feature_schema(3))
     m = json.loads((tmp_path / "t/_manifest.json").read_text())
     m["row_count"] = 99
     (tmp_path / "t/_manifest.json").write_text(json.dumps(m))
     with pytest.raises(StoreError, match="manifest says 99"):
         read_table(tmp_path / "t")
+    m["dim"] = 3
+    (tmp_path / "t/_manifest.json").write_text(json.dumps(m))
+    with pytest.raises(StoreError, match="manifest says 99"):
+        load_features(tmp_path / "t", n_items=4)
 
 
 def test_schema_mismatch_is_a_clear_error(tmp_path) -> None:
@@ -73,11 +79,13 @@ def test_schema_mismatch_is_a_clear_error(tmp_path) -> None:
 
 
 def test_feature_table_readable_by_polars_pyarrow_duckdb(tmp_path) -> None:
-    write_table(tmp_path / "f", _features(6, 4), schemas.feature_schema(4))
+    write_table(tmp_path / "f", _features(6, 4), schemas.feature_schema(4), dim=4)
     files = str(tmp_path / "f" / "*.parquet")
     df = pl.read_parquet(files)
     assert df.schema["embedding"] == pl.Array(pl.Float32, 4)
     n = duckdb.sql(f"select count(*), max(len(embedding)) from read_parquet('{files}')").fetchall()[0]
     assert n == (6, 4)
-    m, present = read_embedding_matrix(tmp_path / "f", n_items=8)
+    f = load_features(tmp_path / "f", n_items=8)
+    m, present = f.matrix, f.present
     assert m.shape == (8, 4) and present.sum() == 6 and not m[7].any()
+    np.testing.assert_array_equal(m[:6], arrow_to_embeddings(read_table(tmp_path / "f").column("embedding")))

@@ -6,11 +6,9 @@ costs one GX run over a few dozen rows.
 
 from __future__ import annotations
 
-import copy
-import datetime as dt
 import json
 import shutil
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,9 +19,10 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 from typer.testing import CliRunner
+from validation_helpers import feature_table, items_table, unit_rows, write_features
 
 from features import schemas
-from features.encoders import Encoder
+from features.errors import PlatformError
 from features.store import (
     base_manifest,
     embeddings_to_arrow,
@@ -33,7 +32,10 @@ from features.store import (
     write_table,
 )
 from pipelines.cli import app
-from validation import gate
+from pipelines.config import Config, deep_merge, load_config, to_raw
+from pipelines.layout import Layout
+from pipelines.stages import validate
+from validation.suites import items_suite
 
 ROOT = Path(__file__).resolve().parents[1]
 N_ITEMS, N_USERS, DIM, K = 40, 20, 16, 3
@@ -42,39 +44,23 @@ REJECTED_ITEM = 39  # the good store has one item the encoder rejected
 MANIFEST_BASE = ("table", "schema_version", "row_count", "columns", "created", "producer")
 
 
-def params() -> dict[str, Any]:
-    p = yaml.safe_load((ROOT / "params.yaml").read_text())
-    return {"seed": 0, "validate": copy.deepcopy(p["validate"])}
+def config(features: dict[str, Any] | None = None, **validate_values: Any) -> Config:
+    """The project's params.yaml (a text and an image feature) with seed 0; ``features``
+    replaces ``extract.features``, ``validate_values`` are merged into ``validate``."""
+    raw = to_raw(load_config(ROOT / "params.yaml"))
+    raw["seed"] = 0
+    if features is not None:
+        raw["extract"]["features"] = features
+    return Config.from_dict(deep_merge(raw, {"validate": validate_values}))
 
 
 def unit(rng: np.random.Generator, n: int, d: int = DIM) -> np.ndarray:
-    v = rng.standard_normal((n, d)).astype(np.float32)
-    return v / np.linalg.norm(v, axis=1, keepdims=True)
-
-
-def feature_table(ids: list[int], emb: np.ndarray, hashes: list[str] | None = None) -> pa.Table:
-    now = dt.datetime(2024, 1, 1, tzinfo=dt.UTC)
-    return pa.table(
-        {
-            "item_idx": np.asarray(ids, np.int64),
-            "item_id": [f"it{i:03d}" for i in ids],
-            "embedding": embeddings_to_arrow(emb),
-            "content_hash": hashes or [f"h{i}" for i in ids],
-            "event_timestamp": pa.array([now] * len(ids), pa.timestamp("us", tz="UTC")),
-            "created": pa.array([now] * len(ids), pa.timestamp("us", tz="UTC")),
-        }
-    )
-
-
-def write_features(path: Path, table: pa.Table, dim: int | None = None, **extra: Any) -> None:
-    d = table.schema.field("embedding").type.list_size
-    manifest = {"dim": dim or d, "normalized": True, "encoder_id": "test-encoder@1", **extra}
-    write_table(path, table, schemas.feature_schema(d), **manifest)
+    return unit_rows(rng, n, d)
 
 
 def knn_edges(emb: np.ndarray, k: int) -> pd.DataFrame:
-    unit_rows = emb / np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
-    sim = unit_rows @ unit_rows.T
+    unit_emb = emb / np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
+    sim = unit_emb @ unit_emb.T
     np.fill_diagonal(sim, -np.inf)
     nb = np.argsort(-sim, axis=1)[:, :k]
     n = len(emb)
@@ -97,17 +83,7 @@ def build_store(root: Path) -> Path:
     for i in range(N_ITEMS):
         (root / "img" / f"{i}.png").write_bytes(b"png")
         paths.append(str(root / "img" / f"{i}.png"))
-    items = pd.DataFrame(
-        {
-            "item_idx": np.arange(N_ITEMS),
-            "item_id": [f"it{i:03d}" for i in range(N_ITEMS)],
-            "title": [f"title {i}" for i in range(N_ITEMS)],
-            "description": [f"about {i}" for i in range(N_ITEMS)],
-            "category": ["c"] * N_ITEMS,
-            "image_path": paths,
-        }
-    )
-    write_table(store / "items", pa.Table.from_pandas(items), schemas.ITEMS)
+    write_table(store / "items", items_table(N_ITEMS, image_paths=paths), schemas.ITEMS)
     users = pd.DataFrame({"user_idx": np.arange(N_USERS), "user_id": [f"u{u}" for u in range(N_USERS)]})
     write_table(store / "users", pa.Table.from_pandas(users), schemas.USERS)
     # User u sees items 2u .. 2u+7 (mod 40): six in train, one in valid, one in test.
@@ -148,11 +124,15 @@ def good_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_store(tmp_path_factory.mktemp("vstore"))
 
 
+def facts(path: Path) -> dict[str, Any]:
+    """What a stage recorded in the table's manifest (beyond the base keys)."""
+    return {k: v for k, v in read_manifest(path).items() if k not in MANIFEST_BASE}
+
+
 def rewrite(path: Path, mutate: Callable[[pd.DataFrame], pd.DataFrame], schema: pa.Schema) -> None:
     """Replace a table's rows by ``mutate(rows)``, keeping its manifest's stage facts."""
-    m = read_manifest(path)
+    extra = facts(path)
     df = mutate(read_table(path).to_pandas())
-    extra = {k: v for k, v in m.items() if k not in MANIFEST_BASE}
     write_table(path, pa.Table.from_pandas(df, preserve_index=False), schema, **extra)
 
 
@@ -160,13 +140,12 @@ def rewrite_features(
     store: Path, mutate: Callable[[np.ndarray, pd.DataFrame], None], **manifest: Any
 ) -> None:
     path = store / "features" / FEATURE
-    m = read_manifest(path)
+    extra = facts(path) | manifest
     t = read_table(path)
     emb = np.stack(t.column("embedding").to_numpy(zero_copy_only=False)).astype(np.float32)
     df = t.drop(["embedding"]).to_pandas()
     mutate(emb, df)
     t = pa.Table.from_pandas(df, preserve_index=False).append_column("embedding", embeddings_to_arrow(emb))
-    extra = {k: v for k, v in m.items() if k not in MANIFEST_BASE} | manifest
     write_table(path, t, schemas.feature_schema(emb.shape[1]), **extra)
 
 
@@ -182,17 +161,23 @@ def graph(store: Path, fn: Callable[[pd.DataFrame], pd.DataFrame]) -> None:
     rewrite(store / "graphs/item_knn" / FEATURE, fn, schemas.GRAPH_EDGES)
 
 
-def with_null_user(store: Path) -> None:
-    """Nullable ids cannot pass write_table's schema; write the Parquet part by hand."""
-    path = store / "interactions"
-    t = read_table(path)
-    users = t.column("user_idx").to_pylist()
-    users[5] = None
-    t = t.set_column(0, pa.field("user_idx", pa.int64()), pa.array(users, pa.int64()))
-    for f in path.glob("*.parquet"):
-        f.unlink()
-    pq.write_table(t, path / "part-00000.parquet")
-    write_manifest(path, base_manifest("interactions", t.schema, t.num_rows))
+def with_null(column: str, row: int) -> Callable[[Path], None]:
+    """Set one interaction's ``column`` to null. Nullable ids cannot pass write_table's
+    schema, so the Parquet part is written by hand."""
+
+    def breaker(store: Path) -> None:
+        path = store / "interactions"
+        t = read_table(path)
+        values = t.column(column).to_pylist()
+        values[row] = None
+        at = t.schema.get_field_index(column)
+        t = t.set_column(at, pa.field(column, pa.int64()), pa.array(values, pa.int64()))
+        for f in path.glob("*.parquet"):
+            f.unlink()
+        pq.write_table(t, path / "part-00000.parquet")
+        write_manifest(path, base_manifest("interactions", t.schema, t.num_rows))
+
+    return breaker
 
 
 def set_at(df: pd.DataFrame, row: int, col: str, value: Any) -> pd.DataFrame:
@@ -229,213 +214,125 @@ def swap_ids(emb: np.ndarray, df: pd.DataFrame) -> None:
     df.loc[[0, 1], "item_id"] = df.loc[[1, 0], "item_id"].to_numpy()
 
 
-# (table, check, how to break it, a substring the failure sample must contain)
-CASES: list[tuple[str, str, Callable[[Path], None], str]] = [
-    ("interactions", "has_rows", lambda s: inter(s, lambda d: d.head(0)), "rows"),
-    ("interactions", "user_idx_present", with_null_user, "split=train"),
-    ("interactions", "item_idx_present", lambda s: None, ""),  # set below (needs a null item)
-    (
-        "interactions",
-        "user_idx_in_range",
-        lambda s: inter(s, lambda d: set_at(d, 3, "user_idx", 99)),
-        "user_idx=99",
-    ),
-    (
-        "interactions",
-        "item_idx_in_range",
-        lambda s: inter(s, lambda d: set_at(d, 3, "item_idx", 77)),
-        "item_idx=77",
-    ),
-    (
-        "interactions",
-        "split_valid",
-        lambda s: inter(s, lambda d: set_at(d, 6, "split", "holdout")),
-        "split=holdout",
-    ),
-    (
-        "interactions",
-        "no_duplicate_pair_in_split",
-        lambda s: inter(s, lambda d: pd.concat([d, d.iloc[[0]]])),
-        "user_idx=0,item_idx=0,split=train",
-    ),
-    (
-        "interactions",
-        "no_pair_across_splits",
-        lambda s: inter(s, lambda d: pd.concat([d, d.iloc[[1]].assign(split="test")])),
-        "user_idx=0,item_idx=1",
-    ),
-    (
-        "interactions",
-        "heldout_users_in_train",
-        lambda s: inter(s, lambda d: d[~((d["user_idx"] == 0) & (d["split"] == "train"))]),
-        "user_idx=0",
-    ),
-    ("interactions", "heldout_items_in_train", lambda s: inter(s, cold_items), "split="),
-    ("items", "has_rows", lambda s: items(s, lambda d: d.head(0)), "rows"),
-    ("items", "unique_item_id", lambda s: items(s, lambda d: set_at(d, 1, "item_id", "it000")), "it000"),
-    ("items", "unique_item_idx", lambda s: items(s, lambda d: set_at(d, 2, "item_idx", 5)), "it002"),
-    ("items", "item_idx_dense", lambda s: items(s, lambda d: set_at(d, 7, "item_idx", 400)), "it007"),
-    (
-        "items",
-        "text_share",
-        lambda s: items(s, lambda d: d.assign(title=d["title"].where(d.index >= 3, " "), description=None)),
-        "it000",
-    ),
-    (
-        "items",
-        "image_share",
-        lambda s: items(s, lambda d: d.assign(image_path=d["image_path"].where(d.index >= 3, "/nope.png"))),
-        "it000",
-    ),
-    (
-        f"features/{FEATURE}",
-        "rows_match_accepted",
-        lambda s: _drop_feature_rows(s),
-        "missing it003",
-    ),
-    (f"features/{FEATURE}", "unique_item_id", lambda s: rewrite_features(s, _dup_id), "it000"),
-    (
-        f"features/{FEATURE}",
-        "unique_item_idx",
-        lambda s: rewrite_features(s, set_col(4, "item_idx", 0)),
-        "it000",
-    ),
-    (
-        f"features/{FEATURE}",
-        "item_idx_in_range",
-        lambda s: rewrite_features(s, set_col(4, "item_idx", 999)),
-        "it004",
-    ),
-    (f"features/{FEATURE}", "item_id_matches_items", lambda s: rewrite_features(s, swap_ids), "it001"),
-    (
-        f"features/{FEATURE}",
-        "dim_matches_manifest",
-        lambda s: rewrite_features(s, lambda e, d: None, dim=32),
-        "it000",
-    ),
-    (f"features/{FEATURE}", "no_nonfinite", lambda s: rewrite_features(s, set_vec(3, np.inf)), "it003"),
-    (f"features/{FEATURE}", "no_zero_vectors", lambda s: rewrite_features(s, set_vec(5, 0.0)), "it005"),
-    (
-        f"features/{FEATURE}",
-        "duplicate_share",
-        lambda s: rewrite_features(s, lambda e, d: e.__setitem__(slice(1, 3), e[0])),
-        "it000",
-    ),
-    (
-        f"features/{FEATURE}",
-        "mean_pair_cosine",
-        lambda s: rewrite_features(s, collapse_towards_one_point),
-        "~",
-    ),
-    (
-        f"features/{FEATURE}",
-        "unit_norm",
-        lambda s: rewrite_features(s, lambda e, d: e.__imul__(1.01)),
-        "it000",
-    ),
-    (
-        f"graphs/{FEATURE}",
-        "rows_are_items_times_k",
-        lambda s: graph(s, lambda d: d[d["item_idx"] != 2]),
-        "item_idx 2",
-    ),
-    (
-        f"graphs/{FEATURE}",
-        "k_neighbors_per_item",
-        lambda s: graph(s, lambda d: d.drop(index=[0])),
-        "item_idx=0",
-    ),
-    (
-        f"graphs/{FEATURE}",
-        "item_idx_in_range",
-        lambda s: graph(s, lambda d: set_at(d, 0, "item_idx", 400)),
-        "400",
-    ),
-    (
-        f"graphs/{FEATURE}",
-        "neighbor_idx_in_range",
-        lambda s: graph(s, lambda d: set_at(d, 4, "neighbor_idx", 400)),
-        "neighbor_idx=400",
-    ),
-    (
-        f"graphs/{FEATURE}",
-        "rank_in_range",
-        lambda s: graph(s, lambda d: set_at(d, 5, "rank", 7)),
-        "item_idx=1",
-    ),
-    (
-        f"graphs/{FEATURE}",
-        "unique_edges",
-        lambda s: graph(s, lambda d: set_at(d, 1, "neighbor_idx", d.loc[0, "neighbor_idx"])),
-        "item_idx=0",
-    ),
-    (
-        f"graphs/{FEATURE}",
-        "finite_weights",
-        lambda s: graph(s, lambda d: set_at(d, 6, "similarity", np.inf)),
-        "item_idx=2",
-    ),
-    (
-        f"graphs/{FEATURE}",
-        "similarity_in_range",
-        lambda s: graph(s, lambda d: set_at(d, 7, "similarity", 1.5)),
-        "item_idx=2",
-    ),
-    (
-        f"graphs/{FEATURE}",
-        "no_self_loops",
-        lambda s: graph(s, lambda d: set_at(d, 9, "neighbor_idx", 3)),
-        "item_idx=3",
-    ),
-]
+Breaker = Callable[[Path], None]
 
 
-def _drop_feature_rows(store: Path) -> None:
-    path = store / "features" / FEATURE
-    t = read_table(path)
-    keep = [i for i in range(t.num_rows) if i not in (3, 4)]
-    m = read_manifest(path)
-    write_table(
-        path,
-        t.take(keep),
-        t.schema,
-        **{k: v for k, v in m.items() if k not in MANIFEST_BASE},
-    )
+Rows = Callable[[pd.DataFrame], pd.DataFrame]
+Table = Callable[[Path, Rows], None]
+
+
+def at(table: Table, row: int, col: str, value: Any) -> Breaker:
+    """Break ``table`` (``inter``, ``items``, ``graph``) by setting one cell."""
+    return lambda s: table(s, lambda d: set_at(d, row, col, value))
+
+
+def rows(table: Table, fn: Rows) -> Breaker:
+    """Break ``table`` by replacing its rows with ``fn(rows)``."""
+    return lambda s: table(s, fn)
+
+
+def vectors(mutate: Callable[[np.ndarray, pd.DataFrame], None], **manifest: Any) -> Breaker:
+    return lambda s: rewrite_features(s, mutate, **manifest)
+
+
+def no_text(d: pd.DataFrame) -> pd.DataFrame:
+    return d.assign(title=d["title"].where(d.index >= 3, " "), description=None)
+
+
+def no_image(d: pd.DataFrame) -> pd.DataFrame:
+    return d.assign(image_path=d["image_path"].where(d.index >= 3, "/nope.png"))
 
 
 def _dup_id(emb: np.ndarray, df: pd.DataFrame) -> None:
     df.loc[1, "item_id"] = "it000"
 
 
-def _null_item(store: Path) -> None:
-    path = store / "interactions"
+F, G = f"features/{FEATURE}", f"graphs/{FEATURE}"
+# (table, check, how to break it, a substring the failure sample must contain)
+CASES: list[tuple[str, str, Breaker, str]] = [
+    ("interactions", "has_rows", rows(inter, lambda d: d.head(0)), "rows"),
+    ("interactions", "user_idx_present", with_null("user_idx", 5), "split=train"),
+    ("interactions", "item_idx_present", with_null("item_idx", 9), "user_idx=1"),
+    ("interactions", "user_idx_in_range", at(inter, 3, "user_idx", 99), "user_idx=99"),
+    ("interactions", "item_idx_in_range", at(inter, 3, "item_idx", 77), "item_idx=77"),
+    ("interactions", "split_valid", at(inter, 6, "split", "holdout"), "split=holdout"),
+    (
+        "interactions",
+        "no_duplicate_pair_in_split",
+        rows(inter, lambda d: pd.concat([d, d.iloc[[0]]])),
+        "user_idx=0,item_idx=0,split=train",
+    ),
+    (
+        "interactions",
+        "no_pair_across_splits",
+        rows(inter, lambda d: pd.concat([d, d.iloc[[1]].assign(split="test")])),
+        "user_idx=0,item_idx=1",
+    ),
+    (
+        "interactions",
+        "heldout_users_in_train",
+        rows(inter, lambda d: d[~((d["user_idx"] == 0) & (d["split"] == "train"))]),
+        "user_idx=0",
+    ),
+    ("interactions", "heldout_items_in_train", rows(inter, cold_items), "split="),
+    ("items", "has_rows", rows(items, lambda d: d.head(0)), "rows"),
+    ("items", "unique_item_id", at(items, 1, "item_id", "it000"), "it000"),
+    ("items", "unique_item_idx", at(items, 2, "item_idx", 5), "it002"),
+    ("items", "item_idx_dense", at(items, 7, "item_idx", 400), "it007"),
+    ("items", "text_share", rows(items, no_text), "it000"),
+    ("items", "image_share", rows(items, no_image), "it000"),
+    (F, "rows_match_accepted", lambda s: _drop_feature_rows(s), "missing it003"),
+    (F, "unique_item_id", vectors(_dup_id), "it000"),
+    (F, "unique_item_idx", vectors(set_col(4, "item_idx", 0)), "it000"),
+    (F, "item_idx_in_range", vectors(set_col(4, "item_idx", 999)), "it004"),
+    (F, "item_id_matches_items", vectors(swap_ids), "it001"),
+    (F, "dim_matches_manifest", vectors(lambda e, d: None, dim=32), "it000"),
+    (F, "no_nonfinite", vectors(set_vec(3, np.inf)), "it003"),
+    (F, "no_zero_vectors", vectors(set_vec(5, 0.0)), "it005"),
+    (F, "duplicate_share", vectors(lambda e, d: e.__setitem__(slice(1, 3), e[0])), "it000"),
+    (F, "mean_pair_cosine", vectors(collapse_towards_one_point), "~"),
+    (F, "unit_norm", vectors(lambda e, d: e.__imul__(1.01)), "it000"),
+    (G, "rows_are_items_times_k", rows(graph, lambda d: d[d["item_idx"] != 2]), "item_idx 2"),
+    (G, "k_neighbors_per_item", rows(graph, lambda d: d.drop(index=[0])), "item_idx=0"),
+    (G, "item_idx_in_range", at(graph, 0, "item_idx", 400), "400"),
+    (G, "neighbor_idx_in_range", at(graph, 4, "neighbor_idx", 400), "neighbor_idx=400"),
+    (G, "rank_in_range", at(graph, 5, "rank", 7), "item_idx=1"),
+    (
+        G,
+        "unique_edges",
+        rows(graph, lambda d: set_at(d, 1, "neighbor_idx", d.loc[0, "neighbor_idx"])),
+        "item_idx=0",
+    ),
+    (G, "finite_weights", at(graph, 6, "similarity", np.inf), "item_idx=2"),
+    (G, "similarity_in_range", at(graph, 7, "similarity", 1.5), "item_idx=2"),
+    (G, "no_self_loops", at(graph, 9, "neighbor_idx", 3), "item_idx=3"),
+]
+
+
+def _drop_feature_rows(store: Path) -> None:
+    path = store / "features" / FEATURE
     t = read_table(path)
-    vals = t.column("item_idx").to_pylist()
-    vals[9] = None
-    t = t.set_column(1, pa.field("item_idx", pa.int64()), pa.array(vals, pa.int64()))
-    for f in path.glob("*.parquet"):
-        f.unlink()
-    pq.write_table(t, path / "part-00000.parquet")
-    write_manifest(path, base_manifest("interactions", t.schema, t.num_rows))
+    write_table(path, t.take([i for i in range(t.num_rows) if i not in (3, 4)]), t.schema, **facts(path))
 
 
-CASES[2] = ("interactions", "item_idx_present", _null_item, "user_idx=1")
+def layout_of(store: Path, reports: Path) -> Layout:
+    return Layout(store=store, models=store.parent / "models", reports=reports)
 
 
-def run_gate(store: Path, out: Path, table: str, p: dict[str, Any] | None = None) -> dict[str, Any]:
-    return gate.run(p or params(), store, out, tables=[table])
+def run_gate(store: Path, reports: Path, table: str | None, cfg: Config | None = None) -> dict[str, Any]:
+    return validate.run(cfg or config(), layout_of(store, reports), tables=[table] if table else None)
 
 
 def test_good_store_passes_every_check(good_store: Path, tmp_path: Path) -> None:
-    summary = gate.run(params(), good_store, tmp_path / "v")
+    summary = run_gate(good_store, tmp_path, None)
     assert summary["success"], summary["failures"]
     assert set(summary["tables"]) == {"interactions", "items", f"features/{FEATURE}", f"graphs/{FEATURE}"}
-    results = json.loads((tmp_path / "v/results.json").read_text())
+    results = json.loads((tmp_path / "validation/results.json").read_text())
     checks = {(t["table"], e["check"]) for t in results["tables"] for e in t["expectations"]}
     # Every check the suites run has a case below that breaks it.
     assert checks == {(t, c) for t, c, _, _ in CASES}
     assert summary["drift"][f"features/{FEATURE}"]["reason"] == "no previous snapshot"
-    assert "Validation: passed" in (tmp_path / "v/index.html").read_text()
+    assert "Validation: passed" in (tmp_path / "validation/index.html").read_text()
 
 
 @pytest.mark.parametrize(
@@ -447,25 +344,50 @@ def test_broken_table_fails_naming_table_check_and_sample(
     store = tmp_path / "store"
     shutil.copytree(good_store, store)
     breaker(store)
-    with pytest.raises(gate.ValidationFailed) as err:
-        run_gate(store, tmp_path / "v", table)
+    with pytest.raises(validate.ValidationFailed) as err:
+        run_gate(store, tmp_path, table)
     lines = [ln for ln in str(err.value).splitlines() if ln.startswith(f"table {table}: {check} (")]
     assert lines, f"{check} did not fail:\n{err.value}"
     assert "expect_" in lines[0] and sample in lines[0].split("; sample: ")[1], lines[0]
-    summary = json.loads((tmp_path / "v/summary.json").read_text())
+    summary = json.loads((tmp_path / "validation/summary.json").read_text())
     assert not summary["success"] and summary["tables"][table]["failed"] >= 1
     assert any(
         d["table"] == table and d["check"] == check and d["sample"] for d in summary["failure_details"]
     )
 
 
+def test_items_suite_checks_only_the_configured_modalities(tmp_path: Path) -> None:
+    """No images in the store: fine for a text-only config, an image_share failure with an image feature."""
+    store = tmp_path / "store"
+    write_table(store / "items", items_table(N_ITEMS), schemas.ITEMS)
+    text_only = config({"t": {"input": "text", "encoder": "sentence-transformers"}})
+    assert text_only.extract.modalities() == {"text"}
+    summary = run_gate(store, tmp_path / "a", "items", text_only)
+    assert summary["success"], summary["failures"]
+    suite = items_suite(store / "items", text_only.validate_params, text_only.extract.modalities())
+    assert {e.meta["check"] for e in suite.expectations} >= {"text_share"}
+    assert "image_share" not in {e.meta["check"] for e in suite.expectations}
+    with pytest.raises(validate.ValidationFailed, match=r"table items: image_share \(") as err:
+        run_gate(store, tmp_path / "b", "items", config())
+    assert "it000" in str(err.value)
+
+
+def test_items_without_text_pass_when_no_feature_reads_text(tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    no_text = items_table(N_ITEMS).to_pandas().assign(title="", description=None)
+    write_table(store / "items", pa.Table.from_pandas(no_text), schemas.ITEMS)
+    ids_only = config({"pre": {"encoder": "precomputed", "path": "x.npy"}})
+    assert run_gate(store, tmp_path / "a", "items", ids_only)["success"]
+    text = config({"t": {"encoder": "sentence-transformers"}})
+    with pytest.raises(validate.ValidationFailed, match=r"table items: text_share \("):
+        run_gate(store, tmp_path / "b", "items", text)
+
+
 def test_cold_items_within_threshold_pass_and_are_counted(good_store: Path, tmp_path: Path) -> None:
     store = tmp_path / "store"
     shutil.copytree(good_store, store)
     inter(store, lambda d: d[~((d["split"] == "train") & (d["item_idx"] == 6))])  # item 6: valid for user 0
-    p = params()
-    p["validate"]["max_cold_item_share"] = 0.1
-    summary = run_gate(store, tmp_path / "v", "interactions", p)
+    summary = run_gate(store, tmp_path, "interactions", config(max_cold_item_share=0.1))
     notes = summary["tables"]["interactions"]["notes"]
     assert notes["cold_items"] == 1 and notes["cold_item_rows"] >= 1
 
@@ -474,73 +396,50 @@ def test_self_loops_pass_when_configured(good_store: Path, tmp_path: Path) -> No
     store = tmp_path / "store"
     shutil.copytree(good_store, store)
     graph(store, lambda d: set_at(d, 9, "neighbor_idx", 3))
-    p = params()
-    p["validate"]["allow_self_loops"] = True
-    assert run_gate(store, tmp_path / "v", "graphs", p)["success"]
+    assert run_gate(store, tmp_path, "graphs", config(allow_self_loops=True))["success"]
 
 
 def test_per_feature_override_relaxes_collapse_check(good_store: Path, tmp_path: Path) -> None:
     store = tmp_path / "store"
     shutil.copytree(good_store, store)
     rewrite_features(store, collapse_towards_one_point)
-    p = params()
-    p["validate"]["feature_overrides"] = {FEATURE: {"max_mean_pair_cosine": 0.999}}
-    assert run_gate(store, tmp_path / "v", f"features/{FEATURE}", p)["success"]
+    cfg = config(feature_overrides={FEATURE: {"max_mean_pair_cosine": 0.999}})
+    assert run_gate(store, tmp_path, f"features/{FEATURE}", cfg)["success"]
 
 
 def test_unknown_table_selection_names_what_exists(good_store: Path, tmp_path: Path) -> None:
-    with pytest.raises(gate.PlatformError, match="features/text"):
-        run_gate(good_store, tmp_path / "v", "features/nope")
+    with pytest.raises(PlatformError, match="features/text"):
+        run_gate(good_store, tmp_path, "features/nope")
 
 
 def test_cli_validate_selected_table_exits_1_with_summary(good_store: Path, tmp_path: Path) -> None:
     store = tmp_path / "store"
     shutil.copytree(good_store, store)
     rewrite_features(store, set_vec(3, np.nan))
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params()))
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(to_raw(config())))
     args = ["validate", "--params", str(tmp_path / "params.yaml"), "--store", str(store)]
-    ok = CliRunner().invoke(app, [*args, "--out", str(tmp_path / "ok"), "--table", "items"])
+    ok = CliRunner().invoke(app, [*args, "--reports", str(tmp_path / "ok"), "--table", "items"])
     assert ok.exit_code == 0, ok.output
-    res = CliRunner().invoke(app, [*args, "--out", str(tmp_path / "v"), "--table", "features"])
+    assert (tmp_path / "ok/validation/summary.json").exists()
+    res = CliRunner().invoke(app, [*args, "--reports", str(tmp_path / "r"), "--table", "features"])
     assert res.exit_code == 1
     assert "features/text: no_nonfinite" in res.output and "it003" in res.output
 
 
-class ConstantEncoder(Encoder):
-    """Maps every item to the same vector: a collapsed encoder."""
-
-    name = "constant-test"
-    modality = "text"
-    dim = 8
-    normalized = True
-    weights = "none"
-
-    @property
-    def id(self) -> str:
-        return "constant-test@1"
-
-    def encode(self, batch: Sequence[Any]) -> np.ndarray:
-        v = np.ones((len(batch), self.dim), np.float32)
-        return v / np.linalg.norm(v, axis=1, keepdims=True)
-
-
 def test_collapsed_encoder_through_extract_fails_the_gate(good_store: Path, tmp_path: Path) -> None:
-    """The real Beam extract stage, fed an encoder that returns one vector for every item."""
-    from features.encoders import base
-    from pipelines import extract
+    """The real Beam extract stage, fed vectors that are one point for every item."""
+    from pipelines.stages import extract
 
     store = tmp_path / "store"
     shutil.copytree(good_store, store)
-    base._REGISTRY["constant-test"] = ConstantEncoder  # type: ignore[assignment]
-    try:
-        p = yaml.safe_load((ROOT / "params.yaml").read_text())
-        p["extract"]["features"] = {"const": {"input": "text", "encoder": "constant-test"}}
-        p["extract"]["beam"]["options"] = {"direct_num_workers": 1, "direct_running_mode": "in_memory"}
-        extract.run(p, store)
-    finally:
-        base._REGISTRY.pop("constant-test", None)
-    with pytest.raises(gate.ValidationFailed) as err:
-        run_gate(store, tmp_path / "v", "features/const")
+    np.save(tmp_path / "const.npy", np.ones((N_ITEMS, 8), np.float32))
+    (tmp_path / "ids.txt").write_text("".join(f"it{i:03d}\n" for i in range(N_ITEMS)))
+    const = {"encoder": "precomputed", "path": str(tmp_path / "const.npy"), "ids": str(tmp_path / "ids.txt")}
+    cfg = config({"const": {**const, "normalize": True}})
+    layout = layout_of(store, tmp_path)
+    extract.run(cfg, layout)
+    with pytest.raises(validate.ValidationFailed) as err:
+        validate.run(cfg, layout, tables=["features/const"])
     msg = str(err.value)
     assert "features/const: duplicate_share" in msg and "features/const: mean_pair_cosine" in msg
     assert "it000" in msg

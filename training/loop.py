@@ -102,7 +102,7 @@ class LocalContext:
     def latest_checkpoint(self) -> dict[str, Any] | None:
         if self.checkpoint_path is None or not self.checkpoint_path.exists():
             return None
-        return torch.load(self.checkpoint_path, weights_only=False)
+        return torch.load(self.checkpoint_path, weights_only=True)
 
 
 RESUME_ONLY_KEYS = ("last_state", "optim_state", "torch_rng")

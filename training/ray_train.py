@@ -65,7 +65,7 @@ class RayContext:
         if ckpt is None:
             return None
         with ckpt.as_directory() as d:
-            return torch.load(Path(d) / CHECKPOINT_FILE, weights_only=False, map_location="cpu")
+            return torch.load(Path(d) / CHECKPOINT_FILE, weights_only=True, map_location="cpu")
 
 
 def worker_loop(config: dict[str, Any]) -> None:
@@ -171,4 +171,4 @@ def fit(
     if result.error:
         raise RuntimeError(f"Ray Train run for {cfg.model} failed: {result.error}")
     with result.checkpoint.as_directory() as d:
-        return final_state(torch.load(Path(d) / CHECKPOINT_FILE, weights_only=False))
+        return final_state(torch.load(Path(d) / CHECKPOINT_FILE, weights_only=True))

@@ -1,1 +1,2 @@
-"""Great Expectations suites over every store table and the gate that runs them."""
+"""Great Expectations suites, vector summaries, drift and the Data Docs report (a library:
+it gets paths and typed thresholds; ``pipelines.stages.validate`` is the stage that runs it)."""

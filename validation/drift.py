@@ -80,7 +80,9 @@ def _level(value: float | None, warn: float | None, fail: float | None, higher_i
     return "fail" if past(fail) else "warn" if past(warn) else "ok"
 
 
-def _check(metric: str, value: float | None, levels: DriftParams, sample: list[Any] | None = None) -> DriftCheck:
+def _check(
+    metric: str, value: float | None, levels: DriftParams, sample: list[Any] | None = None
+) -> DriftCheck:
     level: Level = getattr(levels, metric)
     status = _level(value, level.warn, level.fail, METRICS[metric])
     return DriftCheck(metric, value, level.warn, level.fail, status, sample or [])

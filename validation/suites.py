@@ -221,7 +221,7 @@ def feature_suite(
     tol = th.norm_tolerance
     dim = int(manifest.get("dim", df["dim"].iloc[0] if len(df) else 0))
     exps = [
-        expect("rows_match_accepted", gxe.ExpectTableRowCountToEqual, value=int(accepted), sample=rows_sample),
+        expect("rows_match_accepted", gxe.ExpectTableRowCountToEqual, value=accepted, sample=rows_sample),
         unique("item_id"),
         unique("item_idx"),
         in_range("item_idx", n_items),

@@ -14,25 +14,17 @@ progressive weight copying).
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from training.blocks.semantic_graphs import ConstTensors, Graph
 from training.sparse import spmm
 
 
 def feature_mlp(in_dim: int, d: int) -> nn.Sequential:
     """feature -> 4d -> d with LeakyReLU, the second layer without bias (as the references)."""
     return nn.Sequential(nn.Linear(in_dim, 4 * d), nn.LeakyReLU(), nn.Linear(4 * d, d, bias=False))
-
-
-def feature_channels(tables: Iterable[torch.Tensor], d: int) -> tuple[ConstTensors, nn.ModuleList]:
-    """The constant feature tables and one ``feature_mlp`` channel per table (in that order)."""
-    feats = ConstTensors(list(tables))
-    return feats, nn.ModuleList(feature_mlp(int(x.shape[1]), d) for x in feats)
 
 
 def xavier_normal_rows(n: int, *cols: int) -> torch.Tensor:
@@ -71,24 +63,3 @@ def item_graph_hops(adj: torch.Tensor, adj_t: torch.Tensor, x: torch.Tensor, n_h
         h = spmm(adj, h, adj_t)
     return x + h
 
-
-def propagate_channel_model(
-    mlps: nn.ModuleList,
-    feats: ConstTensors,
-    extra: torch.Tensor,
-    user_pref: torch.Tensor,
-    fuse_users: Callable[[torch.Tensor], torch.Tensor],
-    adj: torch.Tensor,
-    item_graph: Graph,
-    n_ui_layers: int,
-    n_mm_layers: int,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """The backbone end to end: item channels ``mlp(feature)`` for each table plus
-    ``extra`` (the model's own channel), user preferences ``(n_users, C * d)``, both
-    propagated (``propagate_channels``); ``fuse_users`` maps the users' ``(n_users, C, d)``
-    channels to their vectors; items take the item-graph hops. Returns (users, items)."""
-    items = torch.stack([mlp(x) for mlp, x in zip(mlps, feats, strict=True)] + [extra], dim=1)
-    n_users, shape = user_pref.shape[0], items.shape[1:]
-    u, i = propagate_channels(adj, user_pref.view(n_users, *shape), items, n_ui_layers)
-    u = fuse_users(u.view(n_users, *shape))
-    return u, item_graph_hops(*item_graph, i, n_mm_layers)

@@ -17,7 +17,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from features.errors import PlatformError
-from training.blocks.semantic_graphs import ConstTensors, Graph, mixed_knn_graph
+from training.blocks.channel_gcn import feature_mlp, item_graph_hops, propagate_channels
+from training.blocks.semantic_graphs import ConstTensors, Graph, mixed_knn_graph, user_item_adjacency
 from training.data import TrainData
 from training.sparse import propagate_mean
 
@@ -136,6 +137,42 @@ class Recommender(nn.Module):
         self.eval()
         u, i = self.embeddings()
         return u.detach().float(), i.detach().float()
+
+
+class ChannelRecommender(Recommender):
+    """Base of the multi-channel models (CM3, LIRDRec; ``training.blocks.channel_gcn``):
+    items from their features only, one ``feature_mlp`` channel per feature table plus one
+    channel of the model's own, a learned preference vector per user and channel
+    (``self.user_pref``, set by the subclass), propagated over the user-item graph, then
+    item-graph hops. Subclasses say how a user fuses its channels."""
+
+    needs_features = True
+
+    def add_feature_channels(self) -> int:
+        """``self.d``, ``self.n_channels``, the constant feature tables ``self.feats`` and
+        their channel MLPs ``self.mlps``. Returns d."""
+        d = self.d = int(self.hp["embedding_dim"])
+        self.n_channels = len(self.features) + 1
+        # Constant inputs, plain attributes (not buffers): DDP must not broadcast them.
+        self.feats = self.feature_constants()
+        self.mlps = nn.ModuleList(feature_mlp(f.dim, d) for f in self.features)
+        return d
+
+    def add_graphs(self, data: TrainData) -> None:
+        """The frozen item-item graph (``item_knn_graph``) and the user-item graph."""
+        self.mm_adj, self.mm_adj_t = self.item_knn_graph(data)
+        self.adj = user_item_adjacency(data)
+
+    def propagate_channels(
+        self, extra: torch.Tensor, fuse_users: Callable[[torch.Tensor], torch.Tensor]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(users, items) on the full graph: item channels ``mlp(feature)`` per table plus
+        ``extra``; ``fuse_users`` maps the users' ``(n_users, C, d)`` channels to vectors."""
+        items = torch.stack([mlp(x) for mlp, x in zip(self.mlps, self.feats, strict=True)] + [extra], dim=1)
+        users = self.user_pref.view(self.n_users, self.n_channels, self.d)
+        u, i = propagate_channels(self.adj, users, items, int(self.hp["n_ui_layers"]))
+        u = fuse_users(u.view(self.n_users, self.n_channels, self.d))
+        return u, item_graph_hops(self.mm_adj, self.mm_adj_t, i, int(self.hp["n_mm_layers"]))
 
 
 def bpr_loss(pos_scores: torch.Tensor, neg_scores: torch.Tensor, gamma: float = 0.0) -> torch.Tensor:

@@ -31,21 +31,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from training.blocks.channel_gcn import (
-    feature_channels,
-    propagate_channel_model,
-    user_channel_preferences,
-    xavier_normal_rows,
-)
+from training.blocks.channel_gcn import user_channel_preferences, xavier_normal_rows
 from training.blocks.fusion import sample_mix, spherical_bezier
 from training.blocks.losses import alignment, calibrated_uniformity, uniformity
-from training.blocks.semantic_graphs import user_item_adjacency
 from training.data import TrainData
-from training.models.base import Recommender, register
+from training.models.base import ChannelRecommender, register
 
 
 @register("cm3")
-class CM3(Recommender):
+class CM3(ChannelRecommender):
     defaults = {
         "embedding_dim": 64,
         "n_ui_layers": 3,  # user-item propagation layers (summed)
@@ -61,21 +55,16 @@ class CM3(Recommender):
         "score_normalized": False,  # cosine scores; False = the reference's raw dot products
         "knn_chunk_size": 1024,
     }
-    needs_features = True
 
     def __init__(self, data: TrainData, hp: dict[str, Any]) -> None:
         super().__init__(data, hp)
-        d = self.d = int(self.hp["embedding_dim"])
-        self.n_channels = len(self.features) + 1
-        # Constant inputs, plain attributes (not buffers): DDP must not broadcast them.
-        self.feats, self.mlps = feature_channels((f.tensor() for f in self.features), d)
+        d = self.add_feature_channels()
         self.fuse_proj = nn.ModuleList(nn.Linear(f.dim, d) for f in self.features)
         for layer in self.fuse_proj:
             nn.init.xavier_normal_(layer.weight)
         self.user_pref = user_channel_preferences(self.n_users, self.n_channels, d)
         self.theta = nn.Parameter(xavier_normal_rows(self.n_users, self.n_channels))
-        self.mm_adj, self.mm_adj_t = self.item_knn_graph(data)
-        self.adj = user_item_adjacency(data)
+        self.add_graphs(data)
 
     def fused(self, mix: torch.Tensor | float) -> torch.Tensor:
         """The fused channel: unit vectors on the spherical Bezier curve of the projections."""
@@ -84,17 +73,7 @@ class CM3(Recommender):
     def propagate(self, mix: torch.Tensor | float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(user, item, fused) representations on the full graph, not normalised."""
         fused = self.fused(mix)
-        u, i = propagate_channel_model(
-            self.mlps,
-            self.feats,
-            fused,
-            self.user_pref,
-            self.fuse_users,
-            self.adj,
-            (self.mm_adj, self.mm_adj_t),
-            int(self.hp["n_ui_layers"]),
-            int(self.hp["n_mm_layers"]),
-        )
+        u, i = self.propagate_channels(fused, self.fuse_users)
         return u, i, fused
 
     def fuse_users(self, channels: torch.Tensor) -> torch.Tensor:

@@ -28,17 +28,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from training.blocks.channel_gcn import (
-    feature_channels,
-    feature_mlp,
-    propagate_channel_model,
-    user_channel_preferences,
-    xavier_normal_rows,
-)
+from training.blocks.channel_gcn import feature_mlp, user_channel_preferences, xavier_normal_rows
 from training.blocks.dct import dct_ortho
-from training.blocks.semantic_graphs import user_item_adjacency
 from training.data import TrainData
-from training.models.base import Recommender, bpr_loss, register
+from training.models.base import ChannelRecommender, bpr_loss, register
 
 
 def decayed_weight(w1: float, epoch: int, base: float) -> float:
@@ -81,7 +74,7 @@ class ProgressiveWeightCopying(nn.Module):
 
 
 @register("lirdrec")
-class LIRDRec(Recommender):
+class LIRDRec(ChannelRecommender):
     defaults = {
         "embedding_dim": 64,
         "n_ui_layers": 2,
@@ -93,13 +86,10 @@ class LIRDRec(Recommender):
         "decay_weight": 0.9,  # initial w1
         "knn_chunk_size": 1024,
     }
-    needs_features = True
 
     def __init__(self, data: TrainData, hp: dict[str, Any]) -> None:
         super().__init__(data, hp)
-        d = self.d = int(self.hp["embedding_dim"])
-        self.n_channels = len(self.features) + 1
-        self.feats, self.mlps = feature_channels((f.tensor() for f in self.features), d)
+        d = self.add_feature_channels()
         # The shared channel's input: the features' DCT side by side (fixed, computed once).
         self.spectral = torch.cat([dct_ortho(x) for x in self.feats], dim=1)
         self.shared_mlp = feature_mlp(int(self.spectral.shape[1]), d)
@@ -107,24 +97,13 @@ class LIRDRec(Recommender):
         self.fusion = ProgressiveWeightCopying(
             self.n_users, self.n_channels, d, float(self.hp["decay_weight"]), float(self.hp["decay_base"])
         )
-        self.mm_adj, self.mm_adj_t = self.item_knn_graph(data)
-        self.adj = user_item_adjacency(data)
+        self.add_graphs(data)
 
     def pre_epoch(self, rng: np.random.Generator) -> None:
         self.fusion.next_epoch()
 
     def propagate(self) -> tuple[torch.Tensor, torch.Tensor]:
-        return propagate_channel_model(
-            self.mlps,
-            self.feats,
-            self.shared_mlp(self.spectral),
-            self.user_pref,
-            self.fusion,
-            self.adj,
-            (self.mm_adj, self.mm_adj_t),
-            int(self.hp["n_ui_layers"]),
-            int(self.hp["n_mm_layers"]),
-        )
+        return self.propagate_channels(self.shared_mlp(self.spectral), self.fusion)
 
     def forward(self, users: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor) -> torch.Tensor:
         u_all, i_all = self.propagate()
