@@ -202,12 +202,15 @@ def prepare_store(config: Config, layout: Layout, *, fresh: bool = False) -> dic
     return summary
 
 
-def train_and_evaluate(config: Config, store: Layout, run_dir: Path, model: str) -> dict[str, Any]:
-    """One model through the train and evaluate stages (``run_dir`` holds its models and
-    reports); returns the run's figures."""
+def stage_run(config: Config, store: Layout, dataset: str, seed: int, **extra: Any) -> dict[str, Any]:
+    """The one model of ``config`` through the train and evaluate stages, its models and
+    reports in ``<work>/runs/<model>-seed<seed>``; returns the run's record (``extra``
+    after its hyper-parameters)."""
     from pipelines.layout import Layout
     from pipelines.stages import evaluate, train
 
+    (model,) = config.train.models
+    run_dir = store.store.parent / "runs" / f"{model}-seed{seed}"
     layout = Layout(store=store.store, models=run_dir / "models", reports=run_dir)
     t0 = time.time()
     summary = train.run(config, layout)[model]
@@ -216,6 +219,11 @@ def train_and_evaluate(config: Config, store: Layout, run_dir: Path, model: str)
     history = json.loads((layout.model_dir(model) / "history.json").read_text())
     epochs = len(history)
     return {
+        "dataset": dataset,
+        "model": model,
+        "seed": seed,
+        "hparams": config.train.section(model),
+        **extra,
         "test": {k: metrics["test"][k] for k in ("recall@20", "ndcg@20", "recall@10", "ndcg@10")},
         "valid_recall@20": metrics["valid"]["recall@20"],
         "best_epoch": summary["best_epoch"],
@@ -249,13 +257,8 @@ def train_in_process(cfg: TrainConfig, data: TrainData, checkpoint: Path) -> dic
     state = ctx.final_state
     if state is None:
         raise RuntimeError(f"{cfg.model}: the loop reported no final state")
-    checkpoint.parent.mkdir(parents=True, exist_ok=True)
     save_checkpoint(
-        checkpoint,
-        model_state=state["model_state"],
-        config=state["config"],
-        best_epoch=state["best_epoch"],
-        best_valid=state["best_valid"],
+        checkpoint, **{k: state[k] for k in ("model_state", "config", "best_epoch", "best_valid")}
     )
     model, _ = load_model(checkpoint, data)
     ue, ie = model.inference_embeddings()

@@ -96,16 +96,9 @@ def fast_mmd(model: Any) -> None:
     type(model).mmd_loss = mmd_loss
 
 
-def run(
-    src: Path,
-    data_path: Path,
-    dataset: str,
-    model: str,
-    seed: int,
-    overrides: dict[str, Any],
-    fresh_eval: bool,
-    fast: bool,
-) -> dict[str, Any]:
+def run(a: argparse.Namespace) -> dict[str, Any]:
+    """One reference training as the command line asks (the flags of ``main``)."""
+    model, dataset, seed, fresh_eval, fast = a.model, a.dataset, a.seed, a.fresh_eval, a.fast_mmd
     torch_scatter_stand_in()
 
     def patch(net: Any) -> None:
@@ -118,12 +111,12 @@ def run(
             fast_mmd(net)
 
     r = fit_reference(
-        src,
-        data_path,
+        a.src.resolve(),
+        a.data_path.resolve(),
         dataset,
         model,
         seed,
-        overrides,
+        json.loads(a.config),
         extra_config={"model": model, "dataset": dataset},
         patch_net=patch,
     )
@@ -159,16 +152,7 @@ def main() -> None:
 
     torch.set_num_threads(a.threads)
     logging.basicConfig(level=logging.WARNING)
-    result = run(
-        a.src.resolve(),
-        a.data_path.resolve(),
-        a.dataset,
-        a.model,
-        a.seed,
-        json.loads(a.config),
-        a.fresh_eval,
-        a.fast_mmd,
-    )
+    result = run(a)
     print_result(result, a.out)
 
 

@@ -97,15 +97,7 @@ def run_one(
     import torch
 
     torch.set_num_threads(args.threads)  # the extract stage sets its own thread count in-process
-    config = bench_config(profile, model, seed, args)
-    run_dir = layout.store.parent / "runs" / f"{model}-seed{seed}"
-    return {
-        "dataset": dataset,
-        "model": model,
-        "seed": seed,
-        "hparams": config.train.section(model),
-        **common.train_and_evaluate(config, layout, run_dir, model),
-    }
+    return common.stage_run(bench_config(profile, model, seed, args), layout, dataset, seed)
 
 
 def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:

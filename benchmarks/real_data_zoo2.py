@@ -92,15 +92,7 @@ def run_one(
     dataset: str, profile: dict[str, Any], model: str, seed: int, layout: Layout, args: argparse.Namespace
 ) -> dict[str, Any]:
     config = bench_config(profile, dataset, model, seed, args)
-    run_dir = layout.store.parent / "runs" / f"{model}-seed{seed}"
-    return {
-        "dataset": dataset,
-        "model": model,
-        "seed": seed,
-        "hparams": config.train.section(model),
-        "features": sorted(FEATURES[dataset]),
-        **common.train_and_evaluate(config, layout, run_dir, model),
-    }
+    return common.stage_run(config, layout, dataset, seed, features=sorted(FEATURES[dataset]))
 
 
 def merge(out: Path, run: dict[str, Any], setup: dict[str, Any]) -> None:

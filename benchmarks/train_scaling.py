@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import RESULTS
+from benchmarks.common import RESULTS, bench_config
 
 
 def _epoch_stats(history: list[dict[str, Any]]) -> dict[str, float]:
@@ -46,7 +46,6 @@ def main() -> None:
 
     import torch
 
-    from pipelines.config import load_config
     from pipelines.layout import Layout
     from pipelines.stages.common import data_source, model_features
     from training.data import load_train_data
@@ -56,8 +55,7 @@ def main() -> None:
     e = args.epochs
     # Time the training steps only: one evaluation and one report, at the end.
     common_ = {"epochs": e, "eval_every": e, "report_every": e, "checkpoint_every": e, "patience": 10**6}
-    config = load_config(args.params)
-    config = config.with_overrides(train__common={**config.train.common.model_dump(), **common_})
+    config = bench_config(params=args.params, train={"common": common_})
     tp = config.train
     layout = Layout(store=args.store)
 

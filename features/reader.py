@@ -47,6 +47,8 @@ def load_features(path: Path | str, *, n_items: int, batch_rows: int = 65536) ->
         raise StoreError(f"feature table {path}: not published (no {MANIFEST}); run the extract stage")
     manifest = read_manifest(path)
     name = str(manifest.get("table", path.name))
+    if "dim" not in manifest:
+        raise StoreError(f"table {path}: manifest has no 'dim'; expected a feature table's manifest")
     dim = int(manifest["dim"])
     matrix = np.zeros((n_items, dim), dtype=np.float32)
     present = np.zeros(n_items, dtype=bool)

@@ -117,9 +117,9 @@ class DataParams(Section):
 
     profile: str = "demo"
     source: Literal["generic", "demo", "mmrec", "recbole", "split_json", "amazon"] = "generic"
-    items: str | None = "data/demo/items.csv"
+    items: str | None = None
     interactions: str = "data/demo/interactions.csv"
-    images: str | None = "data/demo/images"
+    images: str | None = None  # the folder image_path values point into (none: no images)
     options: dict[str, Any] = {}
     ingest: dict[str, Any] = {}
 
@@ -391,7 +391,9 @@ def check_hparams(model: str, section: dict[str, Any], where: str) -> None:
                     CommonParams.model_validate({key: v})
                 except ValidationError as e:
                     msg = _messages(e)[0].partition(": ")[2]
-                    raise PydanticCustomError("nested", "{msg}", {"key": f"{where}.{key}", "msg": msg}) from None
+                    raise PydanticCustomError(
+                        "nested", "{msg}", {"key": f"{where}.{key}", "msg": msg}
+                    ) from None
             elif not _type_ok(v, defaults[key]):
                 raise PydanticCustomError(
                     "wrong_type",

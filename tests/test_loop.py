@@ -29,14 +29,18 @@ class _CrashAfter(LocalContext):
 @pytest.fixture(scope="module")
 def bpr_setup(tiny_store):
     _, config, layout = tiny_store
-    config = config.updated({"train": {"common": {"epochs": 8, "report_every": 2, "checkpoint_every": 4, "patience": 100}}})
+    config = config.updated(
+        {"train": {"common": {"epochs": 8, "report_every": 2, "checkpoint_every": 4, "patience": 100}}}
+    )
     cfg = TrainConfig.from_config("bpr", config.train, config.evaluate.ks)
     return cfg, load_data(config.updated({"extract": {"features": {}}}), layout)
 
 
 def test_from_config_reads_checkpoint_and_device_knobs(tiny_store) -> None:
     _, config, _ = tiny_store
-    config = config.updated({"train": {"common": {"checkpoint_every": 3, "checkpoint_on_best": True, "device": "cpu"}}})
+    config = config.updated(
+        {"train": {"common": {"checkpoint_every": 3, "checkpoint_on_best": True, "device": "cpu"}}}
+    )
     cfg = TrainConfig.from_config("bpr", config.train, [10, 20])
     assert (cfg.checkpoint_every, cfg.checkpoint_on_best, cfg.device, cfg.ks) == (3, True, "cpu", (10, 20))
 

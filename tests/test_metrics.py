@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from training.data import Interactions
 from evaluation.metrics import evaluate
+from training.data import Interactions
 
 
 def _pairs(rows: list[tuple[int, int]]) -> Interactions:

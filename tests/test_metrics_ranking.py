@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from training.data import Interactions
 from evaluation.metrics import chunk_rows, popularity_buckets, rank
+from training.data import Interactions
 
 
 def _pairs(pairs: set[tuple[int, int]]) -> Interactions:

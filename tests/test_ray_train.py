@@ -42,7 +42,12 @@ KS = (10, 20)
 
 def _cfg(config, seed: int = 42) -> TrainConfig:
     config = config.updated(
-        {"train": {"seed": seed, "common": {"epochs": 12, "report_every": 2, "checkpoint_every": 2, "patience": 100}}}
+        {
+            "train": {
+                "seed": seed,
+                "common": {"epochs": 12, "report_every": 2, "checkpoint_every": 2, "patience": 100},
+            }
+        }
     )
     return TrainConfig.from_config("bpr", config.train, list(KS))
 
@@ -71,7 +76,9 @@ def runs(tiny_store, ray_session, tmp_path_factory):
     source = data_source(layout, [])
     data = load_train_data(source)
     cfg = _cfg(config)
-    ray_params = config.train.ray.model_copy(update={"storage_path": str(tmp_path_factory.mktemp("ray_results"))})
+    ray_params = config.train.ray.model_copy(
+        update={"storage_path": str(tmp_path_factory.mktemp("ray_results"))}
+    )
     common = {"source": source}
     states = {
         "local": _local(cfg, data),

@@ -371,23 +371,20 @@ def test_constant_tensors_are_visible_to_move_to_device(name: str) -> None:
 def test_zoo2_through_the_train_and_evaluate_stages(tiny_store, tmp_path, ray_session) -> None:
     """Adding the names to train.models is all it takes; Ray Train (2 workers, DDP) runs
     the models with buffers, BatchNorm and a per-epoch schedule."""
-    from training import evaluate_stage, train_stage
+    from pipelines.layout import Layout
+    from pipelines.stages import evaluate as evaluate_stage
+    from pipelines.stages import train as train_stage
 
-    root, p = tiny_store
-    store, graphs = root / "store", root / "store/graphs/item_knn"
-    train = {**p["train"], "models": ZOO2, "backend": "local"}
-    train["common"] = {**train["common"], "epochs": 2}
-    local = {**p, "train": train}
-    summary = train_stage.run(local, store, graphs, tmp_path / "models", tmp_path / "curves")
+    root, config, _ = tiny_store
+    local = config.updated({"train": {"models": ZOO2, "backend": "local", "common": {"epochs": 2}}})
+    layout = Layout(store=root / "store", models=tmp_path / "models", reports=tmp_path / "reports")
+    summary = train_stage.run(local, layout)
     assert set(summary) == set(ZOO2)
-    metrics = evaluate_stage.run(
-        local, store, graphs, tmp_path / "models", tmp_path / "metrics.json", tmp_path / "per_user"
-    )
+    metrics = evaluate_stage.run(local, layout)
     for name in ZOO2:
         assert 0 <= metrics[name]["test"]["recall@20"] <= 1
-    ray = {
-        **p,
-        "train": {**train, "models": ["lirdrec", "modality_alignment"], "backend": "ray", "workers": 2},
-    }
-    summary = train_stage.run(ray, store, graphs, tmp_path / "ray_models", tmp_path / "ray_curves")
-    assert set(summary) == {"lirdrec", "modality_alignment"}
+    ray_models = ["lirdrec", "modality_alignment"]
+    ray = local.updated({"train": {"models": ray_models, "backend": "ray", "workers": 2}})
+    ray_layout = Layout(store=root / "store", models=tmp_path / "ray_models", reports=tmp_path / "ray_reports")
+    summary = train_stage.run(ray, ray_layout)
+    assert set(summary) == set(ray_models)
