@@ -178,13 +178,14 @@ def raw_loop(spec: dict[str, Any], rows: list[dict[str, Any]], batch: int) -> di
 def pipeline_run(store: Path, spec: dict[str, Any], batch: int, mode: str, workers: int) -> dict[str, float]:
     """``extract_feature`` end to end. CPU time is this process only: meaningful for
     ``in_memory`` runs (every worker is a thread here), not for ``multi_processing``."""
-    from pipelines.beam.extract import extract_feature
+    from pipelines.beam.extract import extract_feature, plan_job
     from pipelines.layout import Layout
     from pipelines.stages.extract import feature_paths
 
     ex = extract_params(spec, batch, mode, workers)
     t0, c0 = time.perf_counter(), time.process_time()
-    m = extract_feature("f", ex.features["f"], paths=feature_paths(Layout(store=store), "f"), ex=ex, seed=0)
+    paths = feature_paths(Layout(store=store), "f")
+    m = extract_feature(plan_job("f", ex.features["f"], paths=paths, ex=ex, seed=0), paths, ex)
     seconds = time.perf_counter() - t0
     n = m["counts"]["embedded"]
     return {

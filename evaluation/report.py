@@ -25,6 +25,7 @@ class ReportInputs:
     features: dict[str, dict[str, Any]]  # feature name -> its table's manifest
     curves: dict[str, list[dict[str, Any]]]  # model -> per-epoch rows
     significance: dict[str, Any] = field(default_factory=dict)
+    semantic_ids: dict[str, dict[str, Any]] = field(default_factory=dict)  # table name -> its manifest
 
 
 def _table(header: list[str], rows: list[list[Any]]) -> str:
@@ -118,6 +119,21 @@ def render(inputs: ReportInputs) -> str:
                 f"weights ({html.escape(str(m.get('weights')))}): its vectors carry no pretrained "
                 "semantics. Give a pretrained tag or checkpoint path for real use."
             )
+    sid_rows = [
+        [
+            name,
+            f"{m.get('method')} {m.get('levels')}x{m.get('codebook_size')}",
+            (m.get("source") or {}).get("table", ""),
+            m.get("row_count"),
+            m.get("collision_rate_before_suffix"),
+            m.get("collision_rate_after_suffix"),
+            " / ".join(_fmt(float(u)) for u in m.get("use", [])),
+            " / ".join(f"{float(p):.1f}" for p in m.get("perplexity", [])),
+            m.get("largest_group"),
+            (m.get("items_without_source") or {}).get("count", 0),
+        ]
+        for name, m in inputs.semantic_ids.items()
+    ]
     val_rows = [
         [t, v["rows"], v["expectations"], v["failed"], "pass" if v["success"] else "FAIL"]
         for t, v in validation["tables"].items()
@@ -177,6 +193,26 @@ interactions: {c["interactions"]["input"]} in, {c["interactions"]["accepted"]} a
 {_table(["split", "users", "items", "interactions", "density", "cold items"], split_rows)}
 <h2>Features</h2>
 {_table(["feature", "encoder", "weights", "dim", "L2-normalised", "embedded", "rejected"], feat_rows)}
+<h2>Semantic IDs</h2>
+{
+        _table(
+            [
+                "table",
+                "method",
+                "source",
+                "items",
+                "collisions before suffix",
+                "after suffix",
+                "codebook use per level",
+                "perplexity per level",
+                "largest group",
+                "items without a vector",
+            ],
+            sid_rows,
+        )
+        if sid_rows
+        else "<p>no semantic-ID tables</p>"
+    }
 <h2>Validation (Great Expectations)</h2>
 {_table(["table", "rows", "expectations", "failed", "result"], val_rows)}
 <ul>{val_notes}</ul>

@@ -100,6 +100,17 @@ RECOMMENDATIONS = pa.schema(
 )
 
 
+SEMANTIC_IDS = pa.schema(
+    [
+        pa.field("item_idx", pa.int64(), nullable=False),
+        pa.field("item_id", pa.string(), nullable=False),
+        pa.field("codes", pa.list_(pa.int32()), nullable=False),  # one code per level, each in [0, K)
+        pa.field("suffix", pa.int32(), nullable=False),  # separates items with identical codes
+        pa.field("semantic_id", pa.string(), nullable=False),  # "<a_12><b_201><c_7><d_0>", unique
+    ]
+)
+
+
 FEATURE_REJECTS = pa.schema(
     [
         pa.field("item_idx", pa.int64()),

@@ -69,10 +69,36 @@ def _stage(
 
     def go() -> Any:
         config = load_config(params)
-        stage = importlib.import_module(f"pipelines.stages.{module}")
+        stage = importlib.import_module(f"pipelines.stages.{module.replace('-', '_')}")
         return stage.run(config, Layout(store=store, models=models, reports=reports), **options)
 
     _run(go)
+
+
+def _store_command(stage: str, doc: str) -> None:
+    """A command that only needs the params and the three roots."""
+
+    def command(
+        params: ParamsOpt = Path("params.yaml"),
+        store: StoreOpt = Path("store"),
+        models: ModelsOpt = Path("models"),
+        reports: ReportsOpt = Path("reports"),
+    ) -> None:
+        _stage(stage, params, store, models, reports)
+
+    command.__doc__ = doc
+    app.command(stage)(command)
+
+
+for _name, _doc in (
+    ("ingest", "Raw dataset (any adapter) -> items, users, interactions, negatives, rejects tables."),
+    ("graph", "Item-item kNN graph per feature, built in chunks."),
+    ("semantic-ids", "Item semantic IDs (RQ-KMeans / RQ-VAE codes + a collision suffix) per table."),
+    ("evaluate", "Full-ranking test metrics of every trained model -> reports/metrics.json."),
+    ("export", "User/item embeddings and top-K recommendations per model, for downstream teams."),
+    ("report", "The HTML report: models x metrics, curves, dataset, features, validation."),
+):
+    _store_command(_name, _doc)
 
 
 @app.command()
@@ -85,16 +111,6 @@ def demo(
     from pipelines.stages import demo as stage
 
     _run(lambda: stage.run(load_config(params), out))
-
-
-@app.command()
-def ingest(
-    params: ParamsOpt = Path("params.yaml"),
-    store: StoreOpt = Path("store"),
-    reports: ReportsOpt = Path("reports"),
-) -> None:
-    """Raw dataset (any adapter) -> items, users, interactions, negatives, rejects tables."""
-    _stage("ingest", params, store, reports=reports)
 
 
 @app.command()
@@ -117,12 +133,6 @@ def extract(
 ) -> None:
     """Embed item text and images with the Beam pipeline; one feature table per encoder."""
     _stage("extract", params, store, beam_args=beam_arg)
-
-
-@app.command()
-def graph(params: ParamsOpt = Path("params.yaml"), store: StoreOpt = Path("store")) -> None:
-    """Item-item kNN graph per feature, built in chunks."""
-    _stage("graph", params, store)
 
 
 @app.command()
@@ -181,38 +191,6 @@ def train(
         return stage.run(config, Layout(store=store, models=models, reports=reports))
 
     _run(go)
-
-
-@app.command()
-def evaluate(
-    params: ParamsOpt = Path("params.yaml"),
-    store: StoreOpt = Path("store"),
-    models: ModelsOpt = Path("models"),
-    reports: ReportsOpt = Path("reports"),
-) -> None:
-    """Full-ranking test metrics of every trained model -> reports/metrics.json."""
-    _stage("evaluate", params, store, models, reports)
-
-
-@app.command()
-def export(
-    params: ParamsOpt = Path("params.yaml"),
-    store: StoreOpt = Path("store"),
-    models: ModelsOpt = Path("models"),
-) -> None:
-    """User/item embeddings and top-K recommendations per model, for downstream teams."""
-    _stage("export", params, store, models)
-
-
-@app.command()
-def report(
-    params: ParamsOpt = Path("params.yaml"),
-    store: StoreOpt = Path("store"),
-    models: ModelsOpt = Path("models"),
-    reports: ReportsOpt = Path("reports"),
-) -> None:
-    """The HTML report: models x metrics, curves, dataset, features, validation."""
-    _stage("report", params, store, models, reports)
 
 
 @app.command("check-params")

@@ -12,7 +12,7 @@ from __future__ import annotations
 import copy
 import difflib
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -44,6 +44,7 @@ class Section(BaseModel):
     """A params section: unknown keys are errors with a did-you-mean."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, protected_namespaces=())
+    _unknown: ClassVar[str] = "unknown key"
 
     @model_validator(mode="before")
     @classmethod
@@ -54,7 +55,7 @@ class Section(BaseModel):
                 if key not in fields:
                     raise PydanticCustomError(
                         "unknown_key",
-                        "unknown key{hint}",
+                        cls._unknown + "{hint}",
                         {"key": str(key), "hint": did_you_mean(str(key), fields)},
                     )
         return data
@@ -90,11 +91,19 @@ class SplitParams(Section):
 
 
 class DownloadParams(Section):
+    """Image download (``mmrec download`` or ``enabled``): http(s) only, every redirect hop
+    re-checked, private/loopback/link-local/multicast addresses refused."""
+
     enabled: bool = False
     rate_per_second: float = Field(2.0, gt=0)
     retries: int = Field(3, ge=0)
     backoff_seconds: float = Field(1.0, ge=0)
-    timeout_seconds: float = Field(20, gt=0)
+    timeout_seconds: float = Field(20, gt=0)  # per socket operation
+    deadline_seconds: float = Field(60, gt=0)  # whole file, however slowly it drips
+    max_bytes: int = Field(20_000_000, gt=0)  # per file
+    max_redirects: int = Field(5, ge=0)
+    content_types: list[str] = ["image/jpeg", "image/png", "image/webp", "image/gif", "image/bmp", "image/tiff"]
+    allow_private_addresses: bool = False  # tests against a local server only
     user_agent: str = "mmrec-platform"
 
 
@@ -216,8 +225,10 @@ FeatureSpec = Annotated[
 class ExtractParams(Section):
     min_batch_size: int = Field(16, gt=0)
     max_batch_size: int = Field(64, gt=0)
-    max_image_pixels: int = Field(50_000_000, gt=0)
-    max_image_bytes: int = Field(50_000_000, gt=0)
+    max_image_pixels: int = Field(50_000_000, gt=0)  # per image (decompression bombs)
+    max_image_bytes: int = Field(50_000_000, gt=0)  # per file, enforced on the read itself
+    max_batch_pixels: int = Field(100_000_000, gt=0)  # decoded pixels held per batch (memory bound)
+    image_formats: list[str] = ["JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF"]  # checked before decoding
     max_text_chars: int = Field(20_000, gt=0)
     text_separator: str = ". "
     torch_threads: Literal["auto"] | Annotated[int, Field(gt=0)] = "auto"
@@ -256,6 +267,47 @@ class GraphParams(Section):
     self_loops: bool = True
 
 
+# -------------------------------------------------------------------------------- semantic IDs
+
+
+class RqVaeParams(Section):
+    """RQ-VAE (TIGER): MLP encoder/decoder around a residual quantiser of ``latent_dim``."""
+
+    latent_dim: int = Field(32, gt=0)
+    hidden: list[Annotated[int, Field(gt=0)]] = [512, 256, 128]
+    epochs: int = Field(200, gt=0)
+    batch_size: int = Field(1024, gt=0)
+    lr: float = Field(1e-3, gt=0)
+    commitment: float = Field(0.25, ge=0)
+    dead_code_restart: bool = True
+
+
+class SemanticIdTable(Section):
+    """One semantic-ID table: residual quantisation of a source's item vectors."""
+
+    source: str  # "features/<feature>" (content IDs) or "embeddings/<model>" (collaborative IDs)
+    method: Literal["rq_kmeans", "rq_vae"] = "rq_kmeans"
+    levels: int = Field(3, gt=0, le=8)
+    codebook_size: int = Field(256, gt=1)
+    seed: int | None = None  # null: the top-level seed
+    collisions: Literal["suffix", "sinkhorn"] = "suffix"
+    kmeans_iters: int = Field(25, gt=0)
+    refit: bool = False  # true: fit new codebooks even when the previous table's still apply
+    rq_vae: RqVaeParams = RqVaeParams()
+
+    @field_validator("source")
+    @classmethod
+    def _source(cls, v: str) -> str:
+        kind, _, name = v.partition("/")
+        if kind not in ("features", "embeddings") or not name:
+            raise ValueError(f"expected 'features/<feature>' or 'embeddings/<model>', got {v!r}")
+        return v
+
+
+class SemanticIdsParams(Section):
+    tables: dict[str, SemanticIdTable] = {}
+
+
 # ------------------------------------------------------------------------------------ validate
 
 
@@ -289,10 +341,20 @@ class Thresholds(Section):
     pair_sample: int = Field(2000, gt=0)
     similarity_tolerance: float = Field(1e-3, ge=0)
     allow_self_loops: bool | None = None
+    max_reject_share: float = Field(0.05, ge=0, le=1)  # rejected items / items of a feature table
+    allow_random_weights: bool = False  # a table made with random encoder weights fails unless true
     drift: DriftParams = DriftParams()
 
 
+class SemanticIdThresholds(Section):
+    """Gate of semantic-ID tables: full IDs unique, codes in range, and these limits."""
+
+    max_collision_rate: float = Field(0.1, ge=0, le=1)  # (N - unique code tuples) / N before the suffix
+    min_codebook_use: float = Field(0.5, ge=0, le=1)  # used codes / codebook size, every level
+
+
 class ValidateParams(Thresholds):
+    semantic_ids: SemanticIdThresholds = SemanticIdThresholds()
     feature_overrides: dict[str, dict[str, Any]] = {}
 
     @field_validator("feature_overrides")
@@ -308,7 +370,7 @@ class ValidateParams(Thresholds):
 
     def for_feature(self, name: str) -> Thresholds:
         """Thresholds of one feature table (its override deep-merged over the defaults)."""
-        base = self.model_dump(exclude={"feature_overrides"})
+        base = self.model_dump(exclude={"feature_overrides", "semantic_ids"})
         return Thresholds.model_validate(deep_merge(base, self.feature_overrides.get(name)))
 
 
@@ -515,25 +577,13 @@ class Config(Section):
     ingest: IngestParams = IngestParams()
     extract: ExtractParams = ExtractParams()
     graph: GraphParams = GraphParams()
+    semantic_ids: SemanticIdsParams = SemanticIdsParams()
     validate_: ValidateParams = Field(ValidateParams(), alias="validate")
     train: TrainParams = TrainParams()
     export: ExportParams = ExportParams()
     evaluate: EvaluateParams = EvaluateParams()
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True, protected_namespaces=())
-
-    @model_validator(mode="before")
-    @classmethod
-    def _known_keys(cls, data: Any) -> Any:
-        if isinstance(data, dict):
-            fields = {f.alias or n for n, f in cls.model_fields.items()}
-            for key in data:
-                if key not in fields:
-                    raise PydanticCustomError(
-                        "unknown_key",
-                        "unknown section{hint}",
-                        {"key": str(key), "hint": did_you_mean(str(key), fields)},
-                    )
-        return data
+    _unknown: ClassVar[str] = "unknown section"
 
     @property
     def validate_params(self) -> ValidateParams:

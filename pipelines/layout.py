@@ -132,6 +132,13 @@ class Layout:
     def recommendations(self, model: str, *, write: bool = False) -> Path:
         return self._hand(self.store / "recommendations" / model, write)
 
+    # ---- semantic IDs (semantic_ids)
+    def semantic_ids(self, name: str, *, write: bool = False) -> Path:
+        return self._hand(self.store / "semantic_ids" / name, write)
+
+    def semantic_ids_root(self) -> Path:
+        return self.store / "semantic_ids"
+
     # ---- models (train)
     def model_dir(self, model: str, *, write: bool = False) -> Path:
         return self._hand(self.models / model, write)

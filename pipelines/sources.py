@@ -3,7 +3,10 @@
 Every column is read as text so that bad values are caught row by row by the
 cleaning step (and land in the rejects table) instead of failing the whole read.
 Each frame keeps ``_source`` (file) and ``_row`` (line number, or row number for
-Parquet) for rejects. Structural problems a user must fix (empty file, missing or
+Parquet) for rejects, and every reader reports ``input_rows``: the records it read
+(header excluded, blank lines included), counted before any filtering, so ingest can
+check that each one ends up accepted, an explicit negative or a reject with a reason.
+Structural problems a user must fix (empty file, missing or
 misnamed column, a header in the wrong delimiter) raise ``SourceError`` naming the
 file, line and column; a malformed data line becomes a reject with its reason.
 """
@@ -37,6 +40,7 @@ REJECT_SCHEMA = {
     "reason": pl.String,
     "record": pl.String,
 }
+BLANK_LINE = "blank line (no record)"
 _DELIMITERS = {"\t": "tab", ",": "','", ";": "';'", "|": "'|'"}
 
 
@@ -55,7 +59,10 @@ class RawData:
     ``items`` has ``ITEM_COLUMNS`` (+ optional ``image_url``);
     ``interactions`` has ``INTERACTION_COLUMNS`` (+ ``label`` when the data carries
     its own train/valid/test split). ``*_rejects`` are lines the reader could not
-    parse; input rows = frame rows + read rejects.
+    parse. ``*_input_rows`` is, per input file, how many records its reader read
+    before any filtering (``derived from <file>`` for a catalog built from the
+    interactions); ingest checks ``sum(input rows) == frame rows + read rejects`` and
+    then that every input row is accepted, an explicit negative or rejected.
     """
 
     items: pl.DataFrame
@@ -65,15 +72,37 @@ class RawData:
     item_rejects: pl.DataFrame = field(default_factory=empty_rejects)
     interaction_rejects: pl.DataFrame = field(default_factory=empty_rejects)
     facts: dict[str, Any] = field(default_factory=dict)  # format facts for the manifest
+    item_input_rows: dict[str, int] | None = None  # file -> records read (None: not reported)
+    interaction_input_rows: dict[str, int] | None = None
 
 
 @dataclass(frozen=True)
 class Table:
-    """A read file: string columns + ``_source``/``_row``, and the lines it rejected."""
+    """A read file: string columns + ``_source``/``_row``, the lines it rejected, and
+    ``input_rows``: every record read after the header (= frame rows + rejects)."""
 
     frame: pl.DataFrame
     rejects: pl.DataFrame
     header: tuple[str, ...]
+    input_rows: int
+
+    def counts(self, path: Path) -> dict[str, int]:
+        """``{file: input_rows}`` for ``RawData.*_input_rows``."""
+        return {str(path): self.input_rows}
+
+
+def derived_rows(items: pl.DataFrame, sources: Sequence[Path]) -> dict[str, int]:
+    """Input rows of a catalog derived from the interaction file(s): one per distinct id."""
+    return {"derived from " + ", ".join(str(p) for p in sources): items.height}
+
+
+def input_rows(*parts: dict[str, int]) -> dict[str, int]:
+    """Per-file input row counts of several reads, summed per file."""
+    out: dict[str, int] = {}
+    for part in parts:
+        for k, v in part.items():
+            out[k] = out.get(k, 0) + v
+    return out
 
 
 def _frame(
@@ -178,15 +207,22 @@ def read_delimited(
     bad_records: list[str] = []
     columns: list[str] | None = list(names) if names is not None else None
     start = 1
+    read = 0
     try:
         for fields in reader:
             line = start
             start = reader.line_num + 1
-            if not fields or all(not f.strip() for f in fields):
-                continue  # blank lines are not records
+            blank = not fields or all(not f.strip() for f in fields)
             if columns is None:
-                columns = [f.strip() for f in fields]
-                check_header(path, columns, sep)
+                if not blank:  # blank lines before the header are not records
+                    columns = [f.strip() for f in fields]
+                    check_header(path, columns, sep)
+                continue
+            read += 1
+            if blank:
+                bad_lines.append(line)
+                bad_reasons.append(BLANK_LINE)
+                bad_records.append(json.dumps(sep.join(fields)))
                 continue
             if (col := _bad_utf8_column(fields)) is not None:
                 bad_lines.append(line)
@@ -215,6 +251,7 @@ def read_delimited(
         frame=_frame(path, columns, rows, lines),
         rejects=reject_frame(path, bad_lines, bad_reasons, bad_records),
         header=tuple(columns),
+        input_rows=read,
     )
 
 
@@ -228,7 +265,8 @@ def read_jsonl(
     """JSON lines -> all-string frame through ``convert`` (record -> flat strings).
 
     ``loose`` also accepts Python-literal lines (single quotes), which is how the 2014
-    Amazon metadata files are written. A line that parses to no object is a reject.
+    Amazon metadata files are written. A line that parses to no object, a blank line
+    and a record ``convert`` cannot flatten are rejects.
     """
     text = _read_text(path)
     rows: list[list[str | None]] = []
@@ -236,13 +274,16 @@ def read_jsonl(
     bad_lines: list[int] = []
     bad_reasons: list[str] = []
     bad_records: list[str] = []
-    for n, line in enumerate(text.split("\n"), start=1):
+    physical = text.split("\n")
+    if physical and physical[-1] == "":
+        physical.pop()  # the newline that ends the last line starts no record
+    for n, line in enumerate(physical, start=1):
         line = line.removesuffix("\r")
-        if not line.strip():
-            continue
         rec: Any = None
         reason = None
-        if (col := _bad_utf8_column([line])) is not None:
+        if not line.strip():
+            reason = BLANK_LINE
+        elif (col := _bad_utf8_column([line])) is not None:
             reason = f"not valid UTF-8 (column {col})"
         else:
             try:
@@ -257,18 +298,24 @@ def read_jsonl(
                     reason = f"malformed JSON line: {e.msg} at column {e.colno}"
             if reason is None and not isinstance(rec, dict):
                 reason = f"malformed JSON line: expected an object, found {type(rec).__name__}"
+        flat: dict[str, str | None] = {}
+        if reason is None:
+            try:
+                flat = convert(rec)
+            except (TypeError, ValueError, AttributeError, KeyError) as e:
+                reason = f"record has unexpected field types: {type(e).__name__}: {str(e)[:200]}"
         if reason is not None:
             bad_lines.append(n)
             bad_reasons.append(reason)
             bad_records.append(json.dumps(line.encode("utf-8", "replace").decode()[:2000]))
             continue
-        flat = convert(rec)
         rows.append([flat.get(c) for c in columns])
         lines.append(n)
     return Table(
         frame=_frame(path, columns, rows, lines),
         rejects=reject_frame(path, bad_lines, bad_reasons, bad_records),
         header=tuple(columns),
+        input_rows=len(physical),
     )
 
 
@@ -280,13 +327,17 @@ def read_parquet(path: Path) -> Table:
         df = pl.from_arrow(pq.read_table(path))
     except Exception as e:  # noqa: BLE001 - any unreadable file becomes one clear message
         raise SourceError(f"{path}: cannot read as Parquet: {e}") from e
-    assert isinstance(df, pl.DataFrame)
+    if not isinstance(df, pl.DataFrame):
+        raise SourceError(f"{path}: cannot read as a Parquet table (got {type(df).__name__})")
     df = df.with_columns(pl.all().cast(pl.String))
     df = df.with_row_index("_row").with_columns(
         pl.col("_row").cast(pl.Int64), pl.lit(str(path)).alias("_source")
     )
     return Table(
-        frame=df, rejects=empty_rejects(), header=tuple(c for c in df.columns if not c.startswith("_"))
+        frame=df,
+        rejects=empty_rejects(),
+        header=tuple(c for c in df.columns if not c.startswith("_")),
+        input_rows=df.height,
     )
 
 
@@ -316,8 +367,9 @@ def require_columns(header: Sequence[str], required: Sequence[str], path: Path) 
 
 
 def require_rows(table: Table, path: Path) -> None:
-    """A header-only file (or one whose every line was malformed) cannot be ingested."""
-    if table.frame.height == 0 and table.rejects.height == 0:
+    """A header-only file (blank lines aside) cannot be ingested."""
+    records = table.rejects.filter(pl.col("reason") != BLANK_LINE).height
+    if table.frame.height == 0 and records == 0:
         raise SourceError(f"{path}: header only, no data rows (columns {list(table.header)})")
 
 

@@ -5,7 +5,10 @@ Order: read (adapter) -> clean rows -> explicit negatives apart -> k-core -> den
 ``user_idx``) follow ``ingest.id_order`` (``natural``: numeric when every id is an
 integer, so MMRec-style ids keep their order; otherwise sorted strings) so the same
 input always gives the same ids; raw ids stay in the items/users tables. Every input
-row ends up accepted, an explicit negative, or a reject with its reason.
+row ends up accepted, an explicit negative, or a reject with its reason: the records
+each adapter's reader counted (``RawData.*_input_rows``) are checked against what
+reached ingest and against accepted + negatives + rejected, and a mismatch raises
+``IngestError`` naming the counts (a row dropped silently is a bug, never data loss).
 """
 
 from __future__ import annotations
@@ -17,8 +20,9 @@ from typing import Any
 import polars as pl
 
 from features import schemas
+from features.errors import PlatformError
 from pipelines.cleaning import as_rejects, clean_interactions, clean_items
-from pipelines.config import IngestParams
+from pipelines.config import IngestParams, SplitParams
 from pipelines.filters import kcore
 from pipelines.sources import RawData
 from pipelines.splits import (
@@ -33,6 +37,50 @@ from pipelines.splits import (
 log = logging.getLogger(__name__)
 ID_ORDERS = ("natural", "lexicographic")
 KEEP_ITEMS = ("all", "interacted")
+
+
+class IngestError(PlatformError, RuntimeError):
+    """Rows were not conserved between the reader, the adapter and the ingest outputs."""
+
+
+def adapter_input_rows(raw: RawData) -> dict[str, int]:
+    """Records the readers read, per table; raises unless the adapter handed every one
+    of them to ingest (as a row of its frame or as a read reject)."""
+    out = {}
+    for name, field, per_file, frame, rejects in (
+        ("items", "item_input_rows", raw.item_input_rows, raw.items, raw.item_rejects),
+        (
+            "interactions",
+            "interaction_input_rows",
+            raw.interaction_input_rows,
+            raw.interactions,
+            raw.interaction_rejects,
+        ),
+    ):
+        if per_file is None:
+            raise IngestError(f"{name}: the adapter did not report how many rows it read (RawData.{field})")
+        n = sum(per_file.values())
+        if n != frame.height + rejects.height:
+            raise IngestError(
+                f"{name}: the readers read {n} rows ({per_file}) but the adapter passed on "
+                f"{frame.height} rows + {rejects.height} read rejects = {frame.height + rejects.height}; "
+                f"{n - frame.height - rejects.height} row(s) unaccounted for"
+            )
+        out[name] = n
+    return out
+
+
+def check_conserved(counts: dict[str, Any]) -> None:
+    """``input == accepted + negatives + rejected`` for items and interactions, or ``IngestError``."""
+    for name in ("items", "interactions"):
+        c = counts[name]
+        out = c["accepted"] + c.get("negatives", 0) + c["rejected"]
+        if c["input"] != out:
+            parts = " + ".join(f"{c[k]} {k}" for k in ("accepted", "negatives", "rejected") if k in c)
+            raise IngestError(
+                f"{name}: row count not conserved: {c['input']} input rows != {parts} = {out} "
+                f"({c['input'] - out:+d} unaccounted for)"
+            )
 
 
 def resolve_image_paths(items: pl.DataFrame, image_root: Path) -> pl.DataFrame:
@@ -69,19 +117,19 @@ def dense_ids(ids: pl.Series, name: str, order: str) -> pl.DataFrame:
     return uniq.with_row_index(name).with_columns(pl.col(name).cast(pl.Int64))
 
 
-def _split(joined: pl.DataFrame, split: dict[str, Any], seed: int) -> pl.DataFrame:
-    method = split.get("method", "random_ratio")
+def _split(joined: pl.DataFrame, split: SplitParams, seed: int) -> pl.DataFrame:
+    method = split.method
     if method == "random_ratio":
         out = split_random_ratio(
             joined.drop("label", strict=False),
-            valid_ratio=float(split["valid_ratio"]),
-            test_ratio=float(split["test_ratio"]),
+            valid_ratio=float(split.valid_ratio),
+            test_ratio=float(split.test_ratio),
             seed=seed,
         )
     elif method == "labels":
         out = split_by_labels(joined)
     elif method == "temporal":
-        out = split_temporal(joined.drop("label", strict=False), leave_out=int(split.get("leave_out", 1)))
+        out = split_temporal(joined.drop("label", strict=False), leave_out=int(split.leave_out))
     else:
         raise ValueError(
             f"params.yaml ingest.split.method: unknown method {method!r}; expected one of {list(METHODS)}"
@@ -92,7 +140,7 @@ def _split(joined: pl.DataFrame, split: dict[str, Any], seed: int) -> pl.DataFra
 def ingest(
     raw: RawData,
     *,
-    split: dict[str, Any],
+    split: SplitParams | dict[str, Any],
     seed: int,
     min_rating: float | None = None,
     negative_ratings: list[float] | None = None,
@@ -102,7 +150,12 @@ def ingest(
     id_order: str = "natural",
     drop_cold_users: bool = True,
 ) -> dict[str, Any]:
-    """Pure part of the stage: returns the frames to write and the counts."""
+    """Pure part of the stage: returns the frames to write and the counts.
+
+    ``split`` is the ``ingest.split`` section (a mapping is checked against ``SplitParams``).
+    """
+    split = split if isinstance(split, SplitParams) else SplitParams.model_validate(split)
+    read_rows = adapter_input_rows(raw)
     if keep_items not in KEEP_ITEMS:
         raise ValueError(
             f"params.yaml ingest.keep_items: expected one of {list(KEEP_ITEMS)}, got {keep_items!r}"
@@ -192,7 +245,7 @@ def ingest(
         if "label" in neg_df.columns
         else neg_df.with_columns(pl.lit("train").alias("split"))
     )
-    if split.get("method") != "labels":
+    if split.method != "labels":
         neg_df = neg_df.with_columns(pl.lit("train").alias("split"))
 
     rejects = pl.concat(item_rejects + inter_rejects)
@@ -200,12 +253,12 @@ def ingest(
     n_inter_rej = sum(r.height for r in inter_rejects)
     counts = {
         "items": {
-            "input": raw.items.height + raw.item_rejects.height,
+            "input": read_rows["items"],
             "accepted": item_map.height,
             "rejected": n_item_rej,
         },
         "interactions": {
-            "input": raw.interactions.height + raw.interaction_rejects.height,
+            "input": read_rows["interactions"],
             "accepted": split_df.height,
             "negatives": neg_df.height,
             "rejected": n_inter_rej,
@@ -213,11 +266,7 @@ def ingest(
         "users": users.height,
         "rejects_by_reason": {r: n for r, n in rejects.group_by("reason").len().sort("reason").iter_rows()},
     }
-    for name in ("items", "interactions"):
-        c = counts[name]
-        assert c["input"] == c["accepted"] + c.get("negatives", 0) + c["rejected"], (
-            f"{name}: row count not conserved {c}"
-        )
+    check_conserved(counts)
     stats = split_stats(split_df, users.height, item_map.height)
     return {
         "items": item_map.select(schemas.ITEMS.names),
@@ -241,7 +290,7 @@ def ingest(
 def ingest_kwargs(ing: IngestParams, seed: int) -> dict[str, Any]:
     """The (effective) ``ingest`` params section -> keyword arguments of ``ingest()``."""
     return {
-        "split": ing.split.model_dump(),
+        "split": ing.split,
         "seed": ing.split.seed if ing.split.seed is not None else seed,
         "min_rating": ing.min_rating,
         "negative_ratings": list(ing.negative_ratings),

@@ -145,9 +145,15 @@ def extract_params(features: dict[str, Any], **overrides: Any) -> dict[str, Any]
     return ex
 
 
-def extract_config(features: dict[str, Any], *, seed: int = 1, **overrides: Any) -> Config:
-    """A checked Config whose ``extract`` section is ``extract_params(features, **overrides)``."""
-    return Config.from_dict({"seed": seed, "extract": extract_params(features, **overrides)})
+def extract_config(
+    features: dict[str, Any], *, seed: int = 1, images: str | Path | None = "/", **overrides: Any
+) -> Config:
+    """A checked Config whose ``extract`` section is ``extract_params(features, **overrides)``.
+
+    ``images`` is ``data.images``, the folder image paths must lie in: ``/`` (the default)
+    admits any path, for tests that are not about confinement; None admits none."""
+    data = {"images": None if images is None else str(images)}
+    return Config.from_dict({"seed": seed, "data": data, "extract": extract_params(features, **overrides)})
 
 
 def clip_feature(**kw: Any) -> dict[str, Any]:
@@ -163,12 +169,24 @@ def clip_feature(**kw: Any) -> dict[str, Any]:
     }
 
 
+OUTSIDE = "reject:image path outside data.images"
+NOT_ALLOWED = "reject:image format not allowed"
+
+
+def outside_folder(folder: Path) -> Path:
+    """A sibling of the image folder (``<folder>-outside``: the same name prefix, on purpose)."""
+    return folder.parent / f"{folder.name}-outside"
+
+
 def bad_images(folder: Path, *, max_bytes: int) -> dict[str, tuple[str | None, str]]:
-    """Image files of every awkward kind: name -> (image_path, expected outcome).
+    """Image files of every awkward kind: name -> (image_path, expected outcome), with
+    ``folder`` as the image root (``data.images``) and a valid PNG outside it that must
+    never be read.
 
     The outcome is ``reject:<reason>``, ``note:<text in the note>`` or ``ok``.
     """
     import io
+    import os
 
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(1)
@@ -225,4 +243,44 @@ def bad_images(folder: Path, *, max_bytes: int) -> dict[str, tuple[str | None, s
     exif[0x0112] = 6  # rotated 90 degrees
     put("rotated.jpg", enc(rgb.resize((30, 20)), "JPEG", exif=exif), "ok")
     put("plain.png", enc(rgb, "PNG"), "ok")
+    # Confinement to the image folder: a valid image outside it is never read.
+    outside = outside_folder(folder)
+    outside.mkdir(parents=True, exist_ok=True)
+    secret = outside / "secret.png"
+    secret.write_bytes(enc(rgb.rotate(90), "PNG"))
+    out["dotdot_escape"] = (f"{folder}/../{outside.name}/secret.png", OUTSIDE)
+    out["absolute_outside"] = (str(secret), OUTSIDE)
+    out["absolute_system_file"] = ("/etc/hostname", OUTSIDE)
+    (folder / "escape.png").unlink(missing_ok=True)
+    os.symlink(secret, folder / "escape.png")
+    out["symlink_escape"] = (str(folder / "escape.png"), OUTSIDE)
+    (folder / "sub").mkdir(exist_ok=True)
+    (folder / "sub/inside.png").unlink(missing_ok=True)
+    os.symlink("../plain.png", folder / "sub/inside.png")
+    out["symlink_inside"] = (str(folder / "sub/inside.png"), "ok")
+    out["dotdot_inside"] = (f"{folder}/sub/../plain.png", "ok")
+    # The format allowlist, told by signature bytes before any decoder runs.
+    eps = enc(rgb, "EPS")
+    assert eps.startswith(b"%!PS")
+    put("postscript.eps", eps, NOT_ALLOWED)
+    put("document.pdf.png", b"%PDF-1.4\n1 0 obj << /Type /Catalog >> endobj\n%%EOF\n", NOT_ALLOWED)
+    put("pixmap_named.png", enc(rgb, "PPM"), NOT_ALLOWED)
+    put("icon_named.png", enc(rgb, "ICO"), NOT_ALLOWED)
+    put("targa_named.png", enc(rgb, "TGA"), "reject:not an image")  # no signature: never decoded
+    put("webp.webp", enc(rgb, "WEBP"), "ok")
+    put("tiff.tif", enc(rgb, "TIFF"), "ok")
+    put("bitmap.bmp", enc(rgb, "BMP"), "ok")
     return out
+
+
+def leaked_bytes(detail: str, data: bytes, window: int = 8) -> bytes | None:
+    """A ``window``-byte run of ``data`` found in ``detail`` (raw or as a bytes literal), or None."""
+    import re
+
+    if re.search(r"""\bb['"]""", detail):
+        return b"<a bytes literal>"
+    text = detail.encode("utf-8", errors="surrogateescape")
+    for i in range(len(text) - window + 1):
+        if text[i : i + window] in data:
+            return text[i : i + window]
+    return None

@@ -1,10 +1,14 @@
 """A corpus of bad items through the real Beam pipeline: nothing crashes, nothing is lost.
 
 Every item ends up embedded (possibly with a note saying what was changed) or in the
-rejects table with its reason, and items read = embedded + rejected, per feature.
+rejects table with its reason, and items read = embedded + rejected, per feature. Image
+paths outside ``data.images`` are never read, only allowed formats are decoded, and no
+reject detail carries a byte of the file. docs/bad-inputs/images.md lists the corpus.
 """
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import numpy as np
 import polars as pl
@@ -15,6 +19,7 @@ from extract_helpers import (
     clip_feature,
     extract_config,
     items_store,
+    leaked_bytes,
     png,
     store_layout,
     tiny_bert,
@@ -41,12 +46,14 @@ def _text_rows() -> dict[str, tuple[dict, str]]:
 
 
 def _build(tmp_path):
-    """Items with a bad image or a bad text (never both), and what should happen to each."""
+    """Items with a bad image or a bad text (never both), what should happen to each, and
+    the image path of each image item."""
     images = bad_images(tmp_path / "images", max_bytes=MAX_BYTES)
     images["encoder_raises"] = (str(png(tmp_path / "images/raise.png", 1, size=7)), "reject:encoder error")
     images["encoder_nan"] = (str(png(tmp_path / "images/nan.png", 2, size=9)), "reject:non-finite embedding")
     good_png = str(png(tmp_path / "images/good.png", 3))
     rows, image_expect, text_expect = [], {}, {}
+    paths = {f"img:{name}": path for name, (path, _) in images.items()}
     for name, (path, expect) in images.items():
         rows.append(
             {"item_id": f"img:{name}", "title": f"Item {name}", "description": "d", "image_path": path}
@@ -66,7 +73,7 @@ def _build(tmp_path):
         t.schema.get_field_index("title"), "title", pa.array(titles, pa.binary()).view(pa.string())
     )
     write_table(layout.items(write=True), t, schemas.ITEMS)
-    return layout, image_expect, text_expect
+    return layout, image_expect, text_expect, paths
 
 
 def _outcomes(layout, name: str) -> dict[str, str]:
@@ -102,7 +109,7 @@ def flaky_clip(monkeypatch):
 
 
 def test_bad_input_corpus_is_handled_or_rejected_with_reasons(tmp_path, flaky_clip) -> None:
-    layout, image_expect, text_expect = _build(tmp_path)
+    layout, image_expect, text_expect, paths = _build(tmp_path)
     bert = tiny_bert(tmp_path / "bert")
     features = {
         "image": clip_feature(),
@@ -114,12 +121,14 @@ def test_bad_input_corpus_is_handled_or_rejected_with_reasons(tmp_path, flaky_cl
             "max_length": 32,
         },
     }
-    config = extract_config(features, seed=0, max_image_bytes=MAX_BYTES, max_text_chars=2_000)
+    config = extract_config(
+        features, seed=0, images=tmp_path / "images", max_image_bytes=MAX_BYTES, max_text_chars=2_000
+    )
     manifests = extract.run(config, layout)
     kinds = {
         v.split(":")[1].split(" (")[0] for v in [*image_expect.values(), *text_expect.values()] if v != "ok"
     }
-    assert len(kinds) >= 12, kinds
+    assert len(kinds) >= 16, kinds
     _check(_outcomes(layout, "image"), image_expect)
     _check(_outcomes(layout, "text"), text_expect)
     n = read_manifest(layout.items())["row_count"]
@@ -135,6 +144,18 @@ def test_bad_input_corpus_is_handled_or_rejected_with_reasons(tmp_path, flaky_cl
     assert manifests["text"]["counts"]["text_truncated"] == 1
     rejects = pl.read_parquet(str(layout.feature_rejects("image") / "*.parquet"))
     assert rejects.filter(pl.col("item_id") == "img:missing_file")["detail"][0].endswith("does-not-exist.png")
+    eps = rejects.filter(pl.col("item_id") == "img:postscript.eps")["detail"][0]
+    assert eps.startswith(
+        "image format EPS not allowed; allowed: ['JPEG', 'PNG', 'WEBP', 'GIF', 'BMP', 'TIFF']"
+    )
+    # No reject detail holds 8 bytes in a row of its file (nor a bytes literal).
+    checked = 0
+    for r in rejects.iter_rows(named=True):
+        path = paths.get(r["item_id"])
+        if path and Path(path).is_file():
+            assert leaked_bytes(r["detail"], Path(path).read_bytes()) is None, r
+            checked += 1
+    assert checked >= 15
 
 
 def test_precomputed_import_rejects_items_without_a_vector(tmp_path) -> None:

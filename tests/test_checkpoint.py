@@ -36,18 +36,23 @@ def _trained_bpr(data: TrainData) -> dict:
     return ctx.final_state
 
 
-def test_round_trip_gives_the_same_scores(tmp_path: Path) -> None:
-    data = _toy()
-    state = _trained_bpr(data)
-    path = tmp_path / "models" / "bpr" / "model.pt"
+def _save(path: Path, state: dict, **extra) -> None:
+    """``save_checkpoint`` of a train loop's final state, as the train stage writes it."""
     save_checkpoint(
         path,
         model_state=state["model_state"],
         config=state["config"],
         best_epoch=state["best_epoch"],
         best_valid=state["best_valid"],
-        history=state["history"],
+        **extra,
     )
+
+
+def test_round_trip_gives_the_same_scores(tmp_path: Path) -> None:
+    data = _toy()
+    state = _trained_bpr(data)
+    path = tmp_path / "models" / "bpr" / "model.pt"
+    _save(path, state, history=state["history"])
     assert [p.name for p in path.parent.iterdir()] == ["model.pt"]  # no temporary file left behind
     model, ckpt = load_model(path, data)
     assert not model.training
@@ -136,12 +141,6 @@ def test_a_checkpoint_from_other_data_is_an_error_naming_the_file(tmp_path: Path
     data = _toy()
     state = _trained_bpr(data)
     path = tmp_path / "model.pt"
-    save_checkpoint(
-        path,
-        model_state=state["model_state"],
-        config=state["config"],
-        best_epoch=state["best_epoch"],
-        best_valid=state["best_valid"],
-    )
+    _save(path, state)
     with pytest.raises(CheckpointError, match="model.pt.*does not fit model 'bpr'"):
         load_model(path, _toy(n_users=21))

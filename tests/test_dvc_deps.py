@@ -55,6 +55,7 @@ def recorded(tiny_store, tmp_path_factory) -> tuple[dict[str, Access], Layout]:
     import shutil
 
     from pipelines.stages import evaluate, export, extract, graph, ingest, report, train, validate
+    from pipelines.stages import semantic_ids as semantic_ids_stage
 
     root, config, _ = tiny_store
     work = tmp_path_factory.mktemp("deps")
@@ -65,6 +66,10 @@ def recorded(tiny_store, tmp_path_factory) -> tuple[dict[str, Access], Layout]:
         "ingest": lambda: ingest.run(config, layout),
         "extract": lambda: extract.run(config, layout),
         "graph": lambda: graph.run(config, layout),
+        # a codebook the tiny demo's 120 items can fill (the default 3 x 256 is sized for 2,000)
+        "semantic_ids": lambda: semantic_ids_stage.run(
+            config.updated({"semantic_ids": {"tables": {"text_rq": {"codebook_size": 16}}}}), layout
+        ),
         "validate": lambda: validate.run(config, layout),
         "train": lambda: train.run(config, layout),
         "evaluate": lambda: evaluate.run(config, layout),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import pyarrow as pa
@@ -105,7 +106,7 @@ def test_sentence_transformers_bundled_minilm_and_a_saved_folder(models) -> None
     )
     assert not tiny.loaded and tiny.dim == 32 and "len8" in tiny.id and ":st:" in tiny.id
     x = tiny.encode(["hello there", "general kenobi"])
-    assert x.shape == (2, 32) and tiny._model.get_embedding_dimension() == tiny.dim
+    assert x.shape == (2, 32) and tiny._resource.get_embedding_dimension() == tiny.dim
     np.testing.assert_allclose(np.linalg.norm(x, axis=1), 1, atol=1e-5)
     notes = tiny.truncation(["one two three four five six seven eight nine", "short"])
     assert notes[0].endswith("> max_seq_length 8, cut") and notes[1] is None
@@ -221,3 +222,93 @@ def test_precomputed_parquet_keyed_by_item_id(tmp_path) -> None:
     pq.write_table(pa.table({"asin": ["x", "y"], "feat": [[1.0, 2.0], [1.0]]}), tmp_path / "ragged.parquet")
     with pytest.raises(EncoderError, match="row 1 .*has 1 values; expected 2"):
         build_encoder({**spec, "path": str(tmp_path / "ragged.parquet")}).load()
+
+
+# --- the id covers everything the encoder loads (and the library versions) --------------------
+
+
+def test_sentence_transformers_id_covers_every_file_of_the_folder(models, tmp_path) -> None:
+    folder = shutil.copytree(models["st"], tmp_path / "st")
+    spec = {"encoder": "sentence-transformers", "model": str(folder)}
+    base = build_encoder(spec)
+    assert base.id.startswith(f"sentence-transformers:st:st@{base.tree.checksum}:len64:l2:st-2:libs@")
+    assert {"modules.json", "1_Pooling/config.json", "tokenizer.json", "model.safetensors"} <= set(
+        base.tree.files
+    )
+    parts = base.describe()["cache_key_parts"]
+    assert parts["model_folder"] == base.tree.describe() and "sentence-transformers" in parts["libraries"]
+    ids = {base.id}
+    for rel, change in (
+        ("1_Pooling/config.json", lambda t: t.replace('"mean"', '"cls"')),
+        ("tokenizer_config.json", lambda t: t.replace("{", '{"do_lower_case": false, ', 1)),
+        ("modules.json", lambda t: t + "\n"),
+        ("2_Extra/custom.py", lambda t: "X = 1\n"),  # a new module folder / custom code
+    ):
+        path = folder / rel
+        path.parent.mkdir(exist_ok=True)
+        path.write_text(change(path.read_text() if path.exists() else ""))
+        new = build_encoder(spec).id
+        assert new not in ids, rel  # each change gives a new id
+        ids.add(new)
+
+
+def test_a_library_version_change_changes_every_id(models, monkeypatch) -> None:
+    import features.encoders.base as encoders_base
+
+    st = build_encoder({"encoder": "sentence-transformers", "model": str(models["st"])})
+    llm = build_encoder({"encoder": "hf-llm", "model": str(models["bert"])})
+    clip = _clip()
+    before = {e.name: e.id for e in (st, llm, clip)}
+    real = encoders_base.library_version
+    monkeypatch.setattr(encoders_base, "library_version", lambda d: "0.0-test" if d == "torch" else real(d))
+    assert all(e.id != before[e.name] for e in (st, llm, clip))
+    assert st.describe()["cache_key_parts"]["libraries"]["torch"] == "0.0-test"
+
+
+def test_hf_llm_trust_remote_code_lists_and_hashes_the_code_files(models, tmp_path) -> None:
+    folder = shutil.copytree(models["bert"], tmp_path / "bert")
+    (folder / "modeling_custom.py").write_text("# custom model code\n")
+    spec = {"encoder": "hf-llm", "model": str(folder)}
+    off = build_encoder(spec)
+    desc = off.describe()
+    assert desc["trust_remote_code"] is False and "code_files" not in desc and "remote-code" not in off.id
+    on = build_encoder({**spec, "trust_remote_code": True})
+    desc = on.describe()
+    assert desc["trust_remote_code"] is True and desc["code_files"] == ["modeling_custom.py"]
+    assert desc["cache_key_parts"]["trust_remote_code"] is True and on.id != off.id
+    assert "code_outside_folder" not in desc
+    (folder / "modeling_custom.py").write_text("# custom model code, edited\n")
+    assert build_encoder({**spec, "trust_remote_code": True}).id != on.id
+    cfg = json.loads((folder / "config.json").read_text())
+    cfg["auto_map"] = {"AutoModel": "other-org/repo--modeling_x.Model"}
+    (folder / "config.json").write_text(json.dumps(cfg))
+    desc = build_encoder({**spec, "trust_remote_code": True}).describe()
+    assert desc["code_outside_folder"] == ["other-org/repo--modeling_x.Model"]
+
+
+def test_open_clip_tag_and_config_checksums_are_in_the_id(tmp_path, monkeypatch) -> None:
+    import open_clip
+
+    ckpt = tmp_path / "tag.pt"
+    ckpt.write_bytes(b"weights v1")
+    open_clip.add_model_config(TINY_CLIP)
+    monkeypatch.setitem(open_clip.pretrained._PRETRAINED, "tiny-clip", {"mytag": {"file": str(ckpt)}})
+    enc = _clip(pretrained="mytag", allow_random_init=False)
+    assert enc.weights.startswith("mytag@") and ":mytag@" in enc.id
+    ckpt.write_bytes(b"weights v2, the cached file replaced")
+    assert _clip(pretrained="mytag", allow_random_init=False).id != enc.id
+    # an architecture config folder (not just a file) is checksummed too
+    configs = tmp_path / "configs"
+    configs.mkdir()
+    shutil.copy(TINY_CLIP, configs / "tiny-clip.json")
+    a = _clip(model_config=str(configs))
+    (configs / "tiny-clip.json").write_text((configs / "tiny-clip.json").read_text().replace("32", "32 "))
+    assert a.arch.startswith("cfg@") and _clip(model_config=str(configs)).arch != a.arch
+
+
+def test_precomputed_id_names_its_files_and_libraries(tmp_path) -> None:
+    np.save(tmp_path / "v.npy", np.zeros((2, 3), np.float32))
+    enc = build_encoder({"encoder": "precomputed", "path": str(tmp_path / "v.npy"), "ids": "row_index"})
+    assert enc.id.startswith(f"precomputed:{enc.weights}:raw:pre-1:libs@")
+    assert set(enc.describe()["cache_key_parts"]["libraries"]) == {"numpy", "pyarrow", "polars"}
+    assert not enc.loaded and enc.unusable(["1"]) == [None] and enc.loaded

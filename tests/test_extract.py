@@ -235,3 +235,66 @@ def test_multi_process_runner_reuses_the_cache_and_embeds_like_the_encoder(tmp_p
     assert all(
         after[i]["embedding"] == before[i]["embedding"] for i in after if i not in {"item-0005", "item-0006"}
     )
+
+
+def test_missing_weights_stop_extract_naming_the_feature_and_how_to_supply_them(tmp_path, bert) -> None:
+    from features.errors import PlatformError
+
+    layout = items_store(store_layout(tmp_path), catalog(tmp_path, 3))
+    feats = {
+        "text": _features(bert)["text"],
+        "image_clip": clip_feature(pretrained="openai", allow_random_init=False),
+    }
+    with pytest.raises(PlatformError) as err:
+        extract.run(extract_config(feats), layout)
+    msg = str(err.value)
+    assert msg.startswith("extract.features.image_clip: open_clip tiny-clip: 'openai'"), msg
+    assert msg.endswith(
+        "; give a local checkpoint path in extract.features.image_clip.pretrained "
+        "(or allow_random_init: true for a demo only)"
+    )
+    assert layout.feature_names() == []  # planned before any feature ran: the text one did not run either
+
+
+def test_decoded_pixels_per_batch_stay_under_max_batch_pixels(tmp_path, monkeypatch, caplog) -> None:
+    import logging
+
+    from features.encoders.clip import OpenClipEncoder
+    from pipelines.beam import transforms
+
+    layout = items_store(store_layout(tmp_path), catalog(tmp_path, 12))  # 32x32 = 1,024 pixels each
+    held, peak, batches = [0], [0], []
+    real_decode, real_encode = transforms.decode_image, OpenClipEncoder.encode
+
+    def decode(data, **kw):
+        out = real_decode(data, **kw)
+        held[0] += out.image.width * out.image.height
+        peak[0] = max(peak[0], held[0])
+        return out
+
+    def encode(self, batch):
+        batches.append(len(batch))
+        out = real_encode(self, batch)
+        held[0] -= sum(b.width * b.height for b in batch)
+        return out
+
+    monkeypatch.setattr(transforms, "decode_image", decode)
+    monkeypatch.setattr(OpenClipEncoder, "encode", encode)
+    caplog.set_level(logging.DEBUG, logger="pipelines.beam.transforms")
+    cfg = extract_config({"image": clip_feature()}, images=tmp_path / "images", max_batch_pixels=2_500)
+    m = extract.run(cfg, layout)["image"]
+    assert m["counts"]["embedded"] == 12 and m["counts"]["rejected"] == 0 and m["row_count"] == 12
+    assert peak[0] <= 2_500 and max(batches) == 2 and sum(batches) == 12 and len(batches) >= 6
+    # the counter is the extra sub-batches, as logged per split batch
+    import re
+
+    logged = [int(n) - 1 for n in re.findall(r"split into (\d+) sub-batches of <= 2500 pixels", caplog.text)]
+    assert m["counts"]["pixel_splits"] == sum(logged) >= 3, (m["counts"], logged)
+
+
+def test_without_an_image_folder_every_image_is_rejected_unread(tmp_path) -> None:
+    layout = items_store(store_layout(tmp_path), catalog(tmp_path, 3))
+    m = extract.run(extract_config({"image": clip_feature()}, images=None), layout)["image"]
+    assert m["counts"]["embedded"] == 0 and m["counts"]["rejected"] == 3
+    rejects = read_table(layout.feature_rejects("image")).to_pylist()
+    assert {r["reason"] for r in rejects} == {"no image folder configured"}

@@ -9,9 +9,11 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from pipelines.adapters import read_source
-from pipelines.sources import SourceError
-from pipelines.tables import ingest
+from pipelines import tables
+from pipelines.adapters import generic, read_source
+from pipelines.cleaning import Cleaned
+from pipelines.sources import RawData, SourceError
+from pipelines.tables import IngestError, ingest
 
 SPLIT = {"method": "random_ratio", "valid_ratio": 0.1, "test_ratio": 0.1}
 ITEMS = "item_id,title\na,A\nb,B\nc,C\n"
@@ -201,3 +203,103 @@ def test_quoted_newlines_and_crlf_keep_line_numbers(tmp_path: Path) -> None:
     rej = out["rejects"].filter(pl.col("source").str.ends_with("items.csv"))
     assert rej.rows() == [(str(tmp_path / "items.csv"), 5, None, rej.item(0, "reason"), '"c,C"')]
     assert rej.item(0, "reason").startswith("malformed line: 2 field(s), expected 3")
+
+
+def test_blank_and_malformed_lines_of_an_amazon_file_are_rejected_not_dropped(tmp_path: Path) -> None:
+    (tmp_path / "meta.jsonl").write_text('{"asin": "a", "title": "A"}\n\n{"asin": "b", "title": "B"}\n')
+    (tmp_path / "reviews.jsonl").write_text(
+        '{"reviewerID": "u", "asin": "a", "overall": 5}\n'
+        "\n"
+        "{not json\n"
+        "   \r\n"
+        '{"reviewerID": "u", "asin": "b", "overall": 4}\n'
+        '{"reviewerID": "v", "asin": "a", "overall": 5}'  # no newline at the end: still a record
+    )
+    raw = read_source(
+        {
+            "source": "amazon",
+            "items": str(tmp_path / "meta.jsonl"),
+            "interactions": str(tmp_path / "reviews.jsonl"),
+        }
+    )
+    assert raw.interaction_input_rows == {str(tmp_path / "reviews.jsonl"): 6}
+    assert raw.item_input_rows == {str(tmp_path / "meta.jsonl"): 3}
+    out = _run(
+        {
+            "source": "amazon",
+            "items": str(tmp_path / "meta.jsonl"),
+            "interactions": str(tmp_path / "reviews.jsonl"),
+        }
+    )
+    reviews = out["rejects"].filter(pl.col("source").str.ends_with("reviews.jsonl"))
+    reasons = dict(
+        zip(reviews.get_column("row").to_list(), reviews.get_column("reason").to_list(), strict=True)
+    )
+    assert reasons[2] == reasons[4] == "blank line (no record)"
+    assert reasons[3].startswith("malformed JSON line:")
+    assert out["counts"]["interactions"]["input"] == 6 and out["counts"]["items"]["input"] == 3
+    meta = out["rejects"].filter(pl.col("source").str.ends_with("meta.jsonl"))
+    assert meta.select("row", "reason").rows() == [(2, "blank line (no record)")]
+
+
+def test_blank_lines_and_null_ids_of_a_csv_are_rejected_with_a_reason(tmp_path: Path) -> None:
+    items = "item_id,title\na,A\n,no id\nb,B\n\nc,C\n"
+    out = _run(_generic(tmp_path, "user_id,item_id\nu1,a\n\n,b\nu1,\nu2,b\n,,\n\n", items))
+    assert _reasons(out) == {
+        3: "blank line (no record)",
+        4: "missing user_id",
+        5: "missing item_id",
+        7: "blank line (no record)",
+        8: "blank line (no record)",
+    }
+    item_rej = out["rejects"].filter(pl.col("source").str.ends_with("items.csv"))
+    assert item_rej.select("row", "reason").rows() == [(5, "blank line (no record)"), (3, "missing item_id")]
+    assert out["counts"]["items"] == {"input": 5, "accepted": 3, "rejected": 2}
+    assert out["counts"]["interactions"] == {"input": 7, "accepted": 2, "negatives": 0, "rejected": 5}
+
+
+def test_header_and_blank_lines_only_is_still_header_only(tmp_path: Path) -> None:
+    with pytest.raises(SourceError, match=r"inter.csv: header only, no data rows"):
+        read_source(_generic(tmp_path, "user_id,item_id\n\n\n"))
+
+
+def test_an_adapter_that_drops_a_row_fails_the_conservation_check(tmp_path: Path, monkeypatch) -> None:
+    """A reader counts 3 records; an adapter that silently loses one cannot get past ingest."""
+    real = generic.read_interactions
+
+    def lossy(*args, **kwargs):
+        frame, rejects, counts = real(*args, **kwargs)
+        return frame.head(-1), rejects, counts
+
+    monkeypatch.setattr(generic, "read_interactions", lossy)
+    data = _generic(tmp_path, "user_id,item_id\nu1,a\nu1,b\nu2,c\n")
+    with pytest.raises(
+        IngestError,
+        match=r"interactions: the readers read 3 rows \(.*inter.csv': 3\}\) but the adapter passed on "
+        r"2 rows \+ 0 read rejects = 2; 1 row\(s\) unaccounted for",
+    ):
+        ingest(read_source(data), split=SPLIT, seed=0)
+
+
+def test_a_row_lost_inside_ingest_fails_the_conservation_check(tmp_path: Path, monkeypatch) -> None:
+    real = tables.clean_interactions
+
+    def lossy(*args, **kwargs) -> Cleaned:
+        c = real(*args, **kwargs)
+        return Cleaned(accepted=c.accepted.head(-1), rejects=c.rejects, negatives=c.negatives)
+
+    monkeypatch.setattr(tables, "clean_interactions", lossy)
+    data = _generic(tmp_path, "user_id,item_id\nu1,a\nu1,b\nu2,c\nu2,a\n")
+    with pytest.raises(
+        IngestError,
+        match=r"interactions: row count not conserved: 4 input rows != 3 accepted \+ 0 negatives \+ "
+        r"0 rejected = 3 \(\+1 unaccounted for\)",
+    ):
+        ingest(read_source(data), split=SPLIT, seed=0)
+
+
+def test_raw_data_without_reader_counts_is_refused(tmp_path: Path) -> None:
+    raw = read_source(_generic(tmp_path, "user_id,item_id\nu1,a\n"))
+    bare = RawData(items=raw.items, interactions=raw.interactions, image_root=raw.image_root)
+    with pytest.raises(IngestError, match=r"items: the adapter did not report how many rows it read"):
+        ingest(bare, split=SPLIT, seed=0)

@@ -292,6 +292,18 @@ CASES: list[tuple[str, str, Breaker, str]] = [
     (F, "duplicate_share", vectors(lambda e, d: e.__setitem__(slice(1, 3), e[0])), "it000"),
     (F, "mean_pair_cosine", vectors(collapse_towards_one_point), "~"),
     (F, "unit_norm", vectors(lambda e, d: e.__imul__(1.01)), "it000"),
+    (
+        F,
+        "reject_share",
+        vectors(lambda e, d: None, counts={"items_read": N_ITEMS, "rejected": 3}),
+        "3 of 40 items rejected by the encoder, share 0.075 > limit 0.05",
+    ),
+    (
+        F,
+        "random_weights",
+        vectors(lambda e, d: None, random_weights=True, weights="random-init(seed=0)"),
+        "allow_random_weights: true",
+    ),
     (G, "rows_are_items_times_k", rows(graph, lambda d: d[d["item_idx"] != 2]), "item_idx 2"),
     (G, "k_neighbors_per_item", rows(graph, lambda d: d.drop(index=[0])), "item_idx=0"),
     (G, "item_idx_in_range", at(graph, 0, "item_idx", 400), "400"),
@@ -307,6 +319,9 @@ CASES: list[tuple[str, str, Breaker, str]] = [
     (G, "similarity_in_range", at(graph, 7, "similarity", 1.5), "item_idx=2"),
     (G, "no_self_loops", at(graph, 9, "neighbor_idx", 3), "item_idx=3"),
 ]
+
+
+MANIFEST_CHECKS = ("reject_share", "random_weights")
 
 
 def _drop_feature_rows(store: Path) -> None:
@@ -348,7 +363,8 @@ def test_broken_table_fails_naming_table_check_and_sample(
         run_gate(store, tmp_path, table)
     lines = [ln for ln in str(err.value).splitlines() if ln.startswith(f"table {table}: {check} (")]
     assert lines, f"{check} did not fail:\n{err.value}"
-    assert "expect_" in lines[0] and sample in lines[0].split("; sample: ")[1], lines[0]
+    kind = "manifest " if check in MANIFEST_CHECKS else "expect_"  # checked in Python / by GX
+    assert kind in lines[0] and sample in lines[0].split("; sample: ")[1], lines[0]
     summary = json.loads((tmp_path / "validation/summary.json").read_text())
     assert not summary["success"] and summary["tables"][table]["failed"] >= 1
     assert any(
@@ -443,3 +459,58 @@ def test_collapsed_encoder_through_extract_fails_the_gate(good_store: Path, tmp_
     msg = str(err.value)
     assert "features/const: duplicate_share" in msg and "features/const: mean_pair_cosine" in msg
     assert "it000" in msg
+
+
+def test_catalog_of_only_corrupt_images_fails_on_reject_share(good_store: Path, tmp_path: Path) -> None:
+    """Every image corrupt: an empty feature table, all items rejected; the gate names share and limit."""
+    store = tmp_path / "store"
+    shutil.copytree(good_store, store)
+    path = store / "features" / FEATURE
+    t = read_table(path)
+    counts = {"items_read": N_ITEMS, "embedded": 0, "reused": 0, "rejected": N_ITEMS}
+    write_table(path, t.slice(0, 0), t.schema, **(facts(path) | {"counts": counts}))
+    rej = pa.table(
+        {
+            "item_idx": list(range(N_ITEMS)),
+            "item_id": [f"it{i:03d}" for i in range(N_ITEMS)],
+            "reason": ["image cannot be decoded"] * N_ITEMS,
+            "detail": ["x"] * N_ITEMS,
+        }
+    )
+    write_table(store / "features/_rejects" / FEATURE, rej, schemas.FEATURE_REJECTS)
+    with pytest.raises(validate.ValidationFailed) as err:
+        run_gate(store, tmp_path, F)
+    line = next(ln for ln in str(err.value).splitlines() if f"{F}: reject_share" in ln)
+    assert "40 of 40 items rejected by the encoder, share 1 > limit 0.05" in line
+    assert "observed 1.0" in line
+    summary = json.loads((tmp_path / "validation/summary.json").read_text())
+    assert summary["tables"][F]["notes"]["reject_share"] == 1.0
+
+
+def test_reject_share_limit_is_per_feature(good_store: Path, tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    shutil.copytree(good_store, store)
+    rewrite_features(store, lambda e, d: None, counts={"items_read": N_ITEMS, "rejected": 3})
+    cfg = config(feature_overrides={FEATURE: {"max_reject_share": 0.1}})
+    summary = run_gate(store, tmp_path, F, cfg)
+    assert summary["success"] and summary["tables"][F]["notes"]["reject_share"] == 0.075
+    # The good store's share (1 rejected of 40, from its rejects table) is within the default.
+    assert run_gate(good_store, tmp_path / "b", F)["tables"][F]["notes"]["reject_share"] == 0.025
+
+
+def test_random_weights_fail_unless_allowed_for_the_feature(good_store: Path, tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    shutil.copytree(good_store, store)
+    rewrite_features(store, lambda e, d: None, random_weights=True, weights="random-init(seed=0)")
+    with pytest.raises(validate.ValidationFailed) as err:
+        run_gate(store, tmp_path / "a", F)
+    msg = str(err.value)
+    assert f"{F}: random_weights" in msg and "random encoder weights (random-init(seed=0))" in msg
+    assert f"validate.feature_overrides.{FEATURE}.allow_random_weights: true" in msg
+    assert f"extract.features.{FEATURE}.pretrained" in msg
+    other = config(feature_overrides={"image_clip": {"allow_random_weights": True}})
+    with pytest.raises(validate.ValidationFailed, match="random_weights"):
+        run_gate(store, tmp_path / "b", F, other)  # allowing another feature does not help
+    allowed = config(feature_overrides={FEATURE: {"allow_random_weights": True}})
+    assert run_gate(store, tmp_path / "c", F, allowed)["success"]
+    assert run_gate(store, tmp_path / "d", F, config(allow_random_weights=True))["success"]

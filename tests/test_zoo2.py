@@ -385,6 +385,6 @@ def test_zoo2_through_the_train_and_evaluate_stages(tiny_store, tmp_path, ray_se
         assert 0 <= metrics[name]["test"]["recall@20"] <= 1
     ray_models = ["lirdrec", "modality_alignment"]
     ray = local.updated({"train": {"models": ray_models, "backend": "ray", "workers": 2}})
-    ray_layout = Layout(store=root / "store", models=tmp_path / "ray_models", reports=tmp_path / "ray_reports")
+    ray_layout = Layout(store=root / "store", models=tmp_path / "ray_models", reports=tmp_path / "ray_rep")
     summary = train_stage.run(ray, ray_layout)
     assert set(summary) == set(ray_models)

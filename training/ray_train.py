@@ -3,8 +3,12 @@
 Runs on a local Ray started here, or on an existing cluster when ``RAY_ADDRESS`` (or
 ``train.ray.address``) is set. Checkpoints go to ``train.ray.storage_path`` (a local
 folder or a URI Ray understands, e.g. s3://bucket/prefix) under one run folder per
-model configuration, so ``train.ray.resume`` (``--resume``) finds the checkpoint of
-exactly this configuration; a run that is not resumed starts that folder afresh.
+model configuration and training data, so ``train.ray.resume`` (``--resume``) finds the
+checkpoint of exactly this configuration on exactly this data; a run that is not resumed
+starts that folder afresh. The run name ends in a digest of the data fingerprint (the
+stage's ``data_fingerprint``: split hash, row counts, feature cache keys), so after a
+re-ingest of other data ``--resume`` starts fresh, saying so, instead of continuing
+another dataset's checkpoint.
 """
 
 from __future__ import annotations
@@ -99,11 +103,43 @@ def ensure_ray(ray_params: RayParams) -> None:
         )
 
 
-def run_name(cfg: TrainConfig) -> str:
-    """``<model>-<hash of the settings that shape the trajectory>``: one folder per config."""
+def config_name(cfg: TrainConfig) -> str:
+    """``<model>-<hash of the settings that shape the trajectory>``."""
     keyed = {k: v for k, v in cfg.__dict__.items() if k not in _RESUMABLE_CHANGES}
     digest = hashlib.sha256(json.dumps(keyed, sort_keys=True, default=str).encode()).hexdigest()
     return f"{cfg.model}-{digest[:10]}"
+
+
+def run_name(cfg: TrainConfig, data_fingerprint: str = "") -> str:
+    """``<config_name>-data<hash of the data fingerprint>``: one folder per config and dataset."""
+    data = hashlib.sha256(data_fingerprint.encode()).hexdigest()[:10]
+    return f"{config_name(cfg)}-data{data}"
+
+
+def resume_message(storage: str, cfg: TrainConfig, name: str) -> str:
+    """What ``--resume`` will do with run ``name`` under ``storage`` (a local folder or URI)."""
+    import pyarrow.fs as pafs
+
+    fs, root = pafs.FileSystem.from_uri(storage)
+    root = root.rstrip("/")
+    if fs.get_file_info(f"{root}/{name}").type != pafs.FileType.NotFound:
+        return f"resume: continuing {name} from its latest checkpoint under {storage}"
+    prefix = f"{config_name(cfg)}-data"
+    others: list[str] = []
+    if fs.get_file_info(root).type == pafs.FileType.Directory:
+        entries = fs.get_file_info(pafs.FileSelector(root, recursive=False))
+        others = sorted(
+            e.base_name
+            for e in entries
+            if e.type == pafs.FileType.Directory and e.base_name.startswith(prefix) and e.base_name != name
+        )
+    if others:
+        return (
+            f"resume: the training data changed since the checkpoint of this configuration "
+            f"({others[-1]} under {storage} was trained on other data: its data fingerprint differs); "
+            f"starting {name} fresh instead of continuing another dataset's checkpoint"
+        )
+    return f"resume: no checkpoint of {name} under {storage}; starting fresh"
 
 
 def storage_uri(ray_params: RayParams) -> str:
@@ -129,11 +165,13 @@ def fit(
     source: DataSource,
     workers: int,
     ray_params: RayParams,
+    data_fingerprint: str = "",
 ) -> dict[str, Any]:
     """Train with a ``TorchTrainer``; returns the final state reported by rank 0
     (``model_state`` = best weights, ``history``, ``best_epoch``, ``best_valid``, ``config``).
 
-    ``ray_params.resume`` continues from this configuration's latest checkpoint. Each
+    ``ray_params.resume`` continues from the latest checkpoint of this configuration on
+    the data ``data_fingerprint`` identifies (other data: a fresh start, logged). Each
     worker loads the data from ``source`` (absolute paths, so a cluster's workers find it
     on shared storage).
     """
@@ -142,11 +180,11 @@ def fit(
 
     ensure_ray(ray_params)
     cpus = float(ray_params.cpus_per_worker)
-    storage, name = storage_uri(ray_params), run_name(cfg)
+    storage, name = storage_uri(ray_params), run_name(cfg, data_fingerprint)
     if not ray_params.resume:
         _clear_run(storage, name)
     else:
-        log.info("resume: continuing %s from its latest checkpoint under %s, if any", name, storage)
+        log.info("%s", resume_message(storage, cfg, name))
     use_gpu = cfg.device.startswith("cuda")
     trainer = TorchTrainer(
         worker_loop,

@@ -4,7 +4,10 @@ Suites are handed explicit paths (or loaded data) and typed thresholds
 (``pipelines.config.Thresholds``) by the validate stage; they know no store layout.
 Each builder returns a ``Suite``: the pandas frame (table columns plus derived scalar
 columns), built-in GX expectations each tagged with a short ``check`` name, and the
-columns that identify a failing row.
+columns that identify a failing row. Facts only the manifest holds (how many items the
+encoder rejected, whether its weights were random) are checked in Python and returned as
+``Suite.checks`` (``ExpectationOutcome`` rows the validate stage adds to the table's GX
+outcome), so they fail the gate in the same report even when the table has no rows.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import pandas as pd
 from features.schemas import SPLITS
 from features.store import MANIFEST, read_manifest, read_table
 from pipelines.config import Thresholds
+from validation.gx_runner import ExpectationOutcome
 from validation.vectors import FeatureVectors, cosines, duplicate_flags, sample_pairs
 
 
@@ -29,6 +33,7 @@ class Suite:
     expectations: list[Any]
     id_columns: list[str]
     notes: dict[str, Any] = field(default_factory=dict)
+    checks: list[ExpectationOutcome] = field(default_factory=list)  # non-GX checks (manifest facts)
 
 
 def expect(check: str, cls: type, sample: list[Any] | None = None, **kwargs: Any) -> Any:
@@ -188,13 +193,78 @@ def rejected_rows(rejects: Path | None, manifest: dict[str, Any]) -> tuple[int, 
     return int(manifest.get("counts", {}).get("rejected", 0)), set()
 
 
+def reject_share(manifest: dict[str, Any], n_rejected: int, n_items: int) -> tuple[int, int, float]:
+    """(rejected, items read, share): the manifest's extract counts, else the rejects table
+    against the items table."""
+    counts = manifest.get("counts") or {}
+    if "items_read" in counts and "rejected" in counts:
+        rejected, read = int(counts["rejected"]), int(counts["items_read"])
+    else:
+        rejected, read = n_rejected, n_items
+    return rejected, read, (round(rejected / read, 6) if read else 0.0)
+
+
+def manifest_checks(
+    name: str, manifest: dict[str, Any], n_rejected: int, n_items: int, th: Thresholds
+) -> list[ExpectationOutcome]:
+    """The gate's checks of a feature table's manifest: reject share and random weights."""
+    rejected, read, share_ = reject_share(manifest, n_rejected, n_items)
+    limit = th.max_reject_share
+    share_ok = share_ <= limit
+    checks = [
+        ExpectationOutcome(
+            expectation="manifest counts.rejected / counts.items_read",
+            column=None,
+            kwargs={"max_reject_share": limit},
+            success=share_ok,
+            check="reject_share",
+            observed=share_,
+            sample=[]
+            if share_ok
+            else [
+                f"features/{name}: {rejected} of {read} items rejected by the encoder, share {share_:.4g} "
+                f"> limit {limit} (validate.max_reject_share; per feature: "
+                f"validate.feature_overrides.{name}.max_reject_share); reasons in "
+                f"store/features/_rejects/{name}"
+            ],
+        )
+    ]
+    random = bool(manifest.get("random_weights"))
+    weights_ok = not random or th.allow_random_weights
+    checks.append(
+        ExpectationOutcome(
+            expectation="manifest random_weights",
+            column=None,
+            kwargs={"allow_random_weights": th.allow_random_weights},
+            success=weights_ok,
+            check="random_weights",
+            observed=random,
+            sample=[]
+            if weights_ok
+            else [
+                f"features/{name} was embedded with random encoder weights "
+                f"({manifest.get('weights')}), not trained ones: supply the weights "
+                f"(extract.features.{name}.pretrained / model) or, for a demo only, allow them "
+                f"with validate.feature_overrides.{name}.allow_random_weights: true"
+            ],
+        )
+    )
+    return checks
+
+
 def feature_suite(
-    vectors: FeatureVectors, items: Path, rejects: Path | None, th: Thresholds, seed: int
+    vectors: FeatureVectors,
+    items: Path,
+    rejects: Path | None,
+    th: Thresholds,
+    seed: int,
+    name: str | None = None,
 ) -> Suite:
     """Suite of one loaded feature table against the items table at ``items``.
 
     ``rejects`` is the feature's rejects table (items the encoder refused); ``th`` the
-    feature's own thresholds (``ValidateParams.for_feature``).
+    feature's own thresholds (``ValidateParams.for_feature``); ``name`` the feature (by
+    default the manifest's table name), used in the manifest checks' messages.
     """
     fv = vectors
     manifest = fv.manifest
@@ -243,16 +313,19 @@ def feature_suite(
         )
     if manifest.get("normalized"):
         exps.append(between("unit_norm", "norm", 1 - tol, 1 + tol))
+    name = name or str(manifest.get("table"))
+    checks = manifest_checks(name, manifest, n_rejected, n_items, th)
     notes = {
         "encoder_id": manifest.get("encoder_id"),
         "weights": manifest.get("weights"),
         "random_weights": manifest.get("random_weights"),
         "dim": dim,
         "rejected": n_rejected,
+        "reject_share": reject_share(manifest, n_rejected, n_items)[2],
         "duplicate_share": share(df["duplicate_vector"]),
         "mean_pair_cosine": round(float(cos.mean()), 6) if len(rows) else None,
     }
-    return Suite(df, exps, ["item_id"], notes)
+    return Suite(df, exps, ["item_id"], notes, checks)
 
 
 def graph_suite(path: Path, th: Thresholds, n_items: int) -> Suite:

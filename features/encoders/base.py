@@ -8,13 +8,17 @@ a feature without loading a model, and each Beam worker loads it once in ``setup
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import importlib
+import importlib.metadata
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
 
 import numpy as np
 
+from features.encoders.weights import FolderHash, folder_hash
 from features.errors import PlatformError
 
 _REGISTRY: dict[str, type[Encoder]] = {}
@@ -38,26 +42,48 @@ class Encoder(ABC):
 
     ``modality`` says what ``encode`` takes: ``text`` -> list[str], ``image`` ->
     list[PIL.Image.Image] (RGB), ``item_id`` -> list[str] (vectors looked up, not computed).
-    ``id`` names model, weights and preprocessing so a cached vector is reused only if
-    all three are the same.
+    ``id`` names model, weights, preprocessing and the versions of the ``libraries`` that
+    change outputs, so a cached vector is reused only if all of them are the same.
+
+    A subclass gives ``id_parts()`` (the template ``id`` is ``<name>:<parts>:libs@<digest>``)
+    and, when it has something heavy to load, ``_load()`` returning it: ``load()`` calls it
+    once and keeps the result in ``self._resource``.
     """
 
     name: ClassVar[str]
+    # Distributions whose version changes what ``encode`` returns (their digest is in the id).
+    libraries: ClassVar[tuple[str, ...]] = ("numpy",)
     modality: str
     dim: int
     normalized: bool
     weights: str  # what weights are loaded: a tag, a path + checksum, or "random-init(...)"
+    _resource: Any = None  # what ``_load()`` returned (None until loaded)
+
+    def id_parts(self) -> Sequence[str]:
+        """What names this encoder's outputs, besides its name and library versions."""
+        raise NotImplementedError(f"{type(self).__name__} must define id_parts() (or id)")
 
     @property
-    @abstractmethod
-    def id(self) -> str: ...
+    def id(self) -> str:
+        return ":".join((self.name, *self.id_parts(), f"libs@{libraries_digest(self.libraries)}"))
+
+    @property
+    def norm(self) -> str:
+        """How outputs are scaled, as it goes into an id."""
+        return "l2" if self.normalized else "raw"
 
     @property
     def loaded(self) -> bool:
-        return True
+        return self._resource is not None or type(self)._load is Encoder._load
 
-    def load(self) -> None:  # noqa: B027 - encoders without weights have nothing to load
+    def load(self) -> None:
         """Load the weights (idempotent). Called once per worker process."""
+        if self._resource is None:
+            self._resource = self._load()
+
+    def _load(self) -> Any:
+        """Create what ``encode`` needs (a model, an index) and return it; never None."""
+        return True  # encoders without weights have nothing to load
 
     @abstractmethod
     def encode(self, batch: Sequence[Any]) -> np.ndarray: ...
@@ -70,6 +96,10 @@ class Encoder(ABC):
         """Per input, a note when the encoder will cut it (e.g. text over max length), or None."""
         return [None] * len(batch)
 
+    def key_parts(self) -> dict[str, Any]:
+        """Why the id is what it is: the pieces a reader compares when a cache was not reused."""
+        return {"weights": self.weights, "libraries": library_versions(self.libraries)}
+
     def describe(self) -> dict[str, Any]:
         """What goes into the feature table's manifest (no weights are loaded for this)."""
         return {
@@ -80,16 +110,54 @@ class Encoder(ABC):
             "normalized": self.normalized,
             "weights": self.weights,
             "random_weights": self.weights.startswith("random-init"),
+            "cache_key_parts": self.key_parts(),
         }
 
 
-def register(name: str) -> Callable[[type[Encoder]], type[Encoder]]:
-    def deco(cls: type[Encoder]) -> type[Encoder]:
-        cls.name = name
-        _REGISTRY[name] = cls
-        return cls
+class FolderEncoder(Encoder):
+    """An encoder whose model is a folder: the whole tree's checksum names its weights."""
 
-    return deco
+    path: str
+    model_name: str
+    tree: FolderHash
+
+    def _hash_folder(self, label: str) -> str:
+        """Checksum ``self.path`` (once per process) and return the ``weights`` it names."""
+        self.tree = folder_hash(self.path)
+        return f"{label}@{self.tree.checksum}"
+
+    def key_parts(self) -> dict[str, Any]:
+        return {**super().key_parts(), "model_folder": self.tree.describe()}
+
+
+@functools.cache
+def library_version(dist: str) -> str:
+    """The installed version of a distribution (``absent`` when it is not installed)."""
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return "absent"
+
+
+def library_versions(dists: Sequence[str]) -> dict[str, str]:
+    return {d: library_version(d) for d in dists}
+
+
+def libraries_digest(dists: Sequence[str]) -> str:
+    """8 hex digits naming the versions of ``dists`` (the full list is in ``key_parts()``)."""
+    text = ";".join(f"{d}={v}" for d, v in sorted(library_versions(dists).items()))
+    return hashlib.sha256(text.encode()).hexdigest()[:8]
+
+
+def _add(name: str, cls: type[Encoder]) -> type[Encoder]:
+    cls.name = name
+    _REGISTRY[name] = cls
+    return cls
+
+
+def register(name: str) -> Callable[[type[Encoder]], type[Encoder]]:
+    """Class decorator: ``@register("<name>")`` makes ``build_encoder({"encoder": name})`` build it."""
+    return functools.partial(_add, name)
 
 
 def registered() -> list[str]:

@@ -1,7 +1,8 @@
 """open_clip image and text towers, any architecture, weights by tag or local checkpoint path.
 
 Which weights will be used is decided when the encoder is built (cheap: a tag is looked up
-in the local cache, a file is checksummed); the model itself is created in ``load()``.
+in the local cache, a file is checksummed — a tag's cached file too, so a re-downloaded or
+replaced file changes the id); the model itself is created in ``load()``.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from features.encoders.base import Encoder, EncoderError, register
-from features.encoders.weights import file_checksum
+from features.encoders.weights import file_checksum, weights_checksum
 
 log = logging.getLogger(__name__)
 PREPROCESS_VERSION = "oc-2"
@@ -34,25 +35,33 @@ def _open_clip(model_config: str | None) -> Any:
     return open_clip
 
 
-def _tag_available(open_clip: Any, cfg: dict[str, Any]) -> str | None:
-    """Why a known tag's weights cannot be had here (None when they are cached or downloadable)."""
+def _tag_file(cfg: dict[str, Any]) -> tuple[Path | None, str | None]:
+    """(the local file a known tag's weights load from, or None; why they cannot be had, or None).
+
+    ``(None, None)``: not cached yet but downloadable (online); the checksum is unknown.
+    """
     from open_clip import pretrained as ocp
 
     try:
         if cfg.get("file"):
-            return None if Path(cfg["file"]).is_file() else f"file {cfg['file']} missing"
+            path = Path(cfg["file"])
+            return (path, None) if path.is_file() else (None, f"file {cfg['file']} missing")
         if cfg.get("hf_hub") and ocp.has_hf_hub():
             model_id, filename = os.path.split(cfg["hf_hub"])
-            ocp.download_pretrained_from_hf(model_id, filename=filename or "open_clip_pytorch_model.bin")
-            return None
+            got = ocp.download_pretrained_from_hf(
+                model_id, filename=filename or "open_clip_pytorch_model.bin"
+            )
+            return Path(got), None
         if cfg.get("url"):
             cached = Path(os.path.expanduser("~/.cache/clip")) / os.path.basename(cfg["url"])
-            if cached.is_file() or os.environ.get("HF_HUB_OFFLINE") != "1":
-                return None
-            return "not in the local cache and HF_HUB_OFFLINE=1"
+            if cached.is_file():
+                return cached, None
+            if os.environ.get("HF_HUB_OFFLINE") != "1":
+                return None, None
+            return None, "not in the local cache and HF_HUB_OFFLINE=1"
     except Exception as e:  # noqa: BLE001 - offline/cache misses come in many types
-        return f"{type(e).__name__}: {str(e)[:200]}"
-    return "no download source"
+        return None, f"{type(e).__name__}: {str(e)[:200]}"
+    return None, "no download source"
 
 
 @register("open_clip")
@@ -64,6 +73,8 @@ class OpenClipEncoder(Encoder):
     ``allow_random_init`` is set, the model is initialised randomly from ``seed`` and that
     is recorded as the weights; a missing local path is always an error.
     """
+
+    libraries = ("torch", "torchvision", "open_clip_torch", "Pillow", "numpy")
 
     def __init__(
         self,
@@ -88,15 +99,11 @@ class OpenClipEncoder(Encoder):
         self.modality, self.model_name, self.seed = modality, model, int(seed)
         self.normalized, self.device, self.model_config = normalize, device, model_config
         self.dim = int(open_clip.get_model_config(model)["embed_dim"])
-        self.arch = (
-            f"cfg@{file_checksum(model_config)}"
-            if model_config and Path(model_config).is_file()
-            else "builtin"
-        )
+        # A custom architecture's config (a file or a folder of them) is part of the id.
+        self.arch = f"cfg@{weights_checksum(model_config)}" if model_config else "builtin"
         self._checkpoint: str | None = None
         self._tag: str | None = None
         self.weights = self._resolve(open_clip, pretrained, allow_random_init)
-        self._net = self._preprocess = self._tokenizer = None
 
     def _resolve(self, open_clip: Any, pretrained: str | None, allow_random: bool) -> str:
         """Decide the weights without loading them: a tag, a checksummed file, or random init."""
@@ -108,10 +115,12 @@ class OpenClipEncoder(Encoder):
             return f"random-init(seed={self.seed})"
         cfg = open_clip.get_pretrained_cfg(self.model_name, pretrained)
         if cfg:
-            why = _tag_available(open_clip, cfg)
+            found, why = _tag_file(cfg)
             if why is None:
                 self._tag = pretrained
-                return pretrained
+                if found is None:  # downloaded on load: the id changes once it is cached
+                    return f"{pretrained}(not cached yet: checksum unknown)"
+                return f"{pretrained}@{file_checksum(found)}"
             if not allow_random:
                 raise EncoderError(
                     f"open_clip {self.model_name}: cannot get pretrained weights {pretrained!r}: {why}. "
@@ -137,19 +146,11 @@ class OpenClipEncoder(Encoder):
             )
         return f"random-init(seed={self.seed}; '{pretrained}' unknown)"
 
-    @property
-    def id(self) -> str:
-        norm = "l2" if self.normalized else "raw"
-        parts = (self.model_name, self.arch, self.modality, self.weights, norm, PREPROCESS_VERSION)
-        return "open_clip:" + ":".join(parts)
+    def id_parts(self) -> tuple[str, ...]:
+        return (self.model_name, self.arch, self.modality, self.weights, self.norm, PREPROCESS_VERSION)
 
-    @property
-    def loaded(self) -> bool:
-        return self._net is not None
-
-    def load(self) -> None:
-        if self._net is not None:
-            return
+    def _load(self) -> tuple[Any, Any, Any]:
+        """(network, image preprocessing, tokenizer)."""
         import torch
 
         open_clip = _open_clip(self.model_config)
@@ -166,34 +167,35 @@ class OpenClipEncoder(Encoder):
             torch.manual_seed(self.seed)
             net, _, preprocess = open_clip.create_model_and_transforms(self.model_name, pretrained=None)
         net.eval().to(self.device)
-        self._net, self._preprocess = net, preprocess
-        self._tokenizer = open_clip.get_tokenizer(self.model_name)
-        self._torch = torch
+        return net, preprocess, open_clip.get_tokenizer(self.model_name)
 
     def preprocess(self, image: Any) -> Any:
         """open_clip's own resize/crop/normalise for one RGB PIL image."""
         self.load()
-        return self._preprocess(image)
+        return self._resource[1](image)
 
     def truncation(self, batch: Sequence[Any]) -> list[str | None]:
         if self.modality != "text":
             return [None] * len(batch)
         self.load()
-        tok, ctx = self._tokenizer, int(getattr(self._tokenizer, "context_length", 77))
+        tok = self._resource[2]
+        ctx = int(getattr(tok, "context_length", 77))
         if not hasattr(tok, "encode"):
             return [None] * len(batch)
         counts = [len(tok.encode(t)) + 2 for t in batch]  # + start and end tokens
         return [f"{n} tokens > context_length {ctx}, cut" if n > ctx else None for n in counts]
 
     def encode(self, batch: Sequence[Any]) -> np.ndarray:
+        import torch
+
         self.load()
-        torch = self._torch
+        net, preprocess, tokenizer = self._resource
         with torch.inference_mode():
             if self.modality == "text":
-                x = self._net.encode_text(self._tokenizer(list(batch)).to(self.device))
+                x = net.encode_text(tokenizer(list(batch)).to(self.device))
             else:
-                pixels = [b if isinstance(b, torch.Tensor) else self._preprocess(b) for b in batch]
-                x = self._net.encode_image(torch.stack(pixels).to(self.device))
+                pixels = [b if isinstance(b, torch.Tensor) else preprocess(b) for b in batch]
+                x = net.encode_image(torch.stack(pixels).to(self.device))
             if self.normalized:
                 x = torch.nn.functional.normalize(x, dim=-1)
         return x.float().cpu().numpy()

@@ -3,12 +3,14 @@
 The item text is put into a prompt template, tokenised up to ``max_length`` tokens, run
 through ``AutoModel`` and the last hidden layer is pooled (``mean`` over real tokens, or
 the ``last`` real token, the usual choice for decoder LLMs). Weights come from a local
-folder or a hub id already in the local cache; their checksum goes into the id.
+folder or a hub id already in the local cache; the checksum of the whole folder (weights,
+configs, tokenizer, and the ``*.py`` files ``trust_remote_code`` would run) goes into the id.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -16,18 +18,31 @@ from typing import Any
 
 import numpy as np
 
-from features.encoders.base import Encoder, EncoderError, register
+from features.encoders.base import EncoderError, FolderEncoder, register
 from features.encoders.sentence import hub_snapshot, model_label
-from features.encoders.weights import weights_checksum
 
 PREPROCESS_VERSION = "llm-1"
 POOLINGS = ("mean", "last")
 DTYPES = ("float32", "bfloat16", "float16")
 
 
+def _code_outside(folder: Path) -> list[str]:
+    """``auto_map`` references (``org/repo--module.Class``) whose code lives outside ``folder``."""
+    refs: list[str] = []
+    for name in ("config.json", "tokenizer_config.json"):
+        try:
+            auto_map = json.loads((folder / name).read_text()).get("auto_map") or {}
+        except (OSError, ValueError, AttributeError):
+            continue
+        for v in auto_map.values():
+            refs += [r for r in (v if isinstance(v, list) else [v]) if isinstance(r, str) and "--" in r]
+    return sorted(set(refs))
+
+
 @register("hf-llm")
-class HFLanguageModelEncoder(Encoder):
+class HFLanguageModelEncoder(FolderEncoder):
     modality = "text"
+    libraries = ("torch", "transformers", "tokenizers", "numpy")
 
     def __init__(
         self,
@@ -67,35 +82,35 @@ class HFLanguageModelEncoder(Encoder):
         if not dim:
             raise EncoderError(f"hf-llm: config of {model!r} has no hidden_size")
         self.dim = int(dim)
-        self.weights = (
-            f"{Path(self.path).name if Path(model).is_dir() else model}@{weights_checksum(self.path)}"
-        )
-        self._model: Any = None
-        self._tok: Any = None
+        self.weights = self._hash_folder(Path(self.path).name if Path(model).is_dir() else model)
 
-    @property
-    def id(self) -> str:
+    def id_parts(self) -> tuple[str, ...]:
         prompt = hashlib.sha256(self.prompt.encode()).hexdigest()[:8]
-        norm = "l2" if self.normalized else "raw"
-        parts = (
+        return (
             model_label(self.model_name),
             self.weights,
             self.pooling,
             f"len{self.max_length}",
             f"prompt@{prompt}",
-            norm,
+            self.norm,
             self.dtype,
             PREPROCESS_VERSION,
+            *(("remote-code",) if self.trust_remote_code else ()),
         )
-        return "hf-llm:" + ":".join(parts)
 
-    @property
-    def loaded(self) -> bool:
-        return self._model is not None
+    def key_parts(self) -> dict[str, Any]:
+        return {**super().key_parts(), "trust_remote_code": self.trust_remote_code}
 
-    def load(self) -> None:
-        if self._model is not None:
-            return
+    def describe(self) -> dict[str, Any]:
+        out = {**super().describe(), "trust_remote_code": self.trust_remote_code}
+        if self.trust_remote_code:  # what may run: the folder checksum covers these files
+            out["code_files"] = self.tree.code_files
+            outside = _code_outside(Path(self.path))
+            if outside:  # auto_map entries naming another repository: not in the checksum
+                out["code_outside_folder"] = outside
+        return out
+
+    def _load(self) -> tuple[Any, Any, Any]:
         import torch
         from transformers import AutoModel, AutoTokenizer
 
@@ -110,21 +125,21 @@ class HFLanguageModelEncoder(Encoder):
             tok.pad_token = tok.eos_token or tok.unk_token
         if getattr(model.config, "is_encoder_decoder", False):
             model = model.get_encoder()
-        self._torch, self._tok, self._model = torch, tok, model.eval().to(self.device)
+        return torch, tok, model.eval().to(self.device)
 
     def _prompted(self, batch: Sequence[str]) -> list[str]:
         return [self.prompt.replace("{text}", t) for t in batch]
 
     def truncation(self, batch: Sequence[str]) -> list[str | None]:
         self.load()
-        ids = self._tok(self._prompted(batch), truncation=False)["input_ids"]
+        ids = self._resource[1](self._prompted(batch), truncation=False)["input_ids"]
         m = self.max_length
         return [f"{len(t)} tokens > max_length {m}, cut" if len(t) > m else None for t in ids]
 
     def encode(self, batch: Sequence[str]) -> np.ndarray:
         self.load()
-        torch = self._torch
-        enc = self._tok(
+        torch, tok, model = self._resource
+        enc = tok(
             self._prompted(batch),
             padding=True,
             truncation=True,
@@ -133,7 +148,7 @@ class HFLanguageModelEncoder(Encoder):
         )
         mask = enc["attention_mask"].to(self.device)
         with torch.inference_mode():
-            out = self._model(input_ids=enc["input_ids"].to(self.device), attention_mask=mask)
+            out = model(input_ids=enc["input_ids"].to(self.device), attention_mask=mask)
             hidden = out.last_hidden_state.float()
             if self.pooling == "mean":
                 m = mask.unsqueeze(-1).to(hidden.dtype)

@@ -52,6 +52,7 @@ def _read_ids(path: Path, id_column: str) -> list[str]:
 @register("precomputed")
 class PrecomputedEncoder(Encoder):
     modality = "item_id"
+    libraries = ("numpy", "pyarrow", "polars")
 
     def __init__(
         self,
@@ -85,9 +86,6 @@ class PrecomputedEncoder(Encoder):
             [file_checksum(self.ids_path)] if self.ids_path and not by_row else []
         )
         self.weights = f"{self.path.name}@{'+'.join(sums)}"
-        self._index: dict[str, int] | None = None
-        self._matrix: np.ndarray | None = None
-        self._finite: np.ndarray | None = None
 
     def _parquet_dim(self) -> int:
         import pyarrow as pa
@@ -110,18 +108,11 @@ class PrecomputedEncoder(Encoder):
             raise EncoderError(f"precomputed: {self.path} has no rows")
         return len(first.column(0)[0].as_py())
 
-    @property
-    def id(self) -> str:
-        norm = "l2" if self.normalized else "raw"
-        return f"precomputed:{self.weights}:{norm}:{PREPROCESS_VERSION}"
+    def id_parts(self) -> tuple[str, ...]:
+        return (self.weights, self.norm, PREPROCESS_VERSION)
 
-    @property
-    def loaded(self) -> bool:
-        return self._index is not None
-
-    def load(self) -> None:
-        if self._index is not None:
-            return
+    def _load(self) -> tuple[np.ndarray, dict[str, int]]:
+        """(the vectors, item id -> row)."""
         if self.path.suffix.lower() == ".npy":
             matrix = np.load(self.path, mmap_mode="r")  # rows are paged in on use, not all at once
             if str(self.ids_path) == ROW_INDEX:  # MMRec layout: row r is item id "r"
@@ -156,16 +147,17 @@ class PrecomputedEncoder(Encoder):
                     f"precomputed: item id {item_id!r} appears twice in {self.ids_path or self.path}"
                 )
             index[item_id] = row
-        self._matrix, self._index = matrix, index
+        return matrix, index
 
     def unusable(self, batch: Sequence[Any]) -> list[str | None]:
         self.load()
+        matrix, index = self._resource
         out: list[str | None] = []
         for item_id in batch:
-            row = self._index.get(str(item_id))
+            row = index.get(str(item_id))
             if row is None:
                 out.append("no precomputed vector")
-            elif not np.isfinite(self._matrix[row]).all():
+            elif not np.isfinite(matrix[row]).all():
                 out.append("null or non-finite precomputed vector")
             else:
                 out.append(None)
@@ -173,6 +165,6 @@ class PrecomputedEncoder(Encoder):
 
     def encode(self, batch: Sequence[Any]) -> np.ndarray:
         self.load()
-        rows = [self._index[str(i)] for i in batch]
-        x = np.asarray(self._matrix[rows], dtype=np.float32)
+        matrix, index = self._resource
+        x = np.asarray(matrix[[index[str(i)] for i in batch]], dtype=np.float32)
         return l2_normalize(x) if self.normalized else x

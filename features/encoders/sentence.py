@@ -1,8 +1,8 @@
 """sentence-transformers text encoder (default all-MiniLM-L6-v2, bundled offline).
 
 The model folder's own configs give the dimension and max length, so building the encoder
-(for the manifest and the cache key) reads a few JSON files and checksums the weights;
-``load()`` creates the model.
+(for the manifest and the cache key) reads a few JSON files and checksums the whole folder
+(weights, configs, tokenizer, pooling and other module folders); ``load()`` creates the model.
 """
 
 from __future__ import annotations
@@ -15,8 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from features.encoders.base import Encoder, EncoderError, register
-from features.encoders.weights import weights_checksum
+from features.encoders.base import EncoderError, FolderEncoder, register
 
 PREPROCESS_VERSION = "st-2"
 _BUNDLED = {"all-minilm-l6-v2", "sentence-transformers/all-minilm-l6-v2"}
@@ -103,8 +102,9 @@ def model_label(model: str) -> str:
 
 
 @register("sentence-transformers")
-class SentenceTransformerEncoder(Encoder):
+class SentenceTransformerEncoder(FolderEncoder):
     modality = "text"
+    libraries = ("torch", "transformers", "tokenizers", "sentence-transformers", "numpy")
 
     def __init__(
         self,
@@ -125,50 +125,41 @@ class SentenceTransformerEncoder(Encoder):
                 f"sentence-transformers: model {model!r} is not a local folder, the bundled "
                 "all-MiniLM-L6-v2, or a hub id in the local cache (offline runs cannot download)"
             )
-        self.weights = f"{folder.name}@{weights_checksum(folder)}"
-        self._model: Any = None
+        self.weights = self._hash_folder(folder.name)
         self.max_seq_length = int(max_seq_length or config_max_length(folder) or 0) or None
         dim = config_dim(folder)
         if dim is None or self.max_seq_length is None:  # unusual layout: ask the model itself
             self.load()
-            dim = int(self._model.get_embedding_dimension())
-            self.max_seq_length = int(self._model.max_seq_length)
+            dim = int(self._resource.get_embedding_dimension())
+            self.max_seq_length = int(self._resource.max_seq_length)
         self.dim = dim
 
-    @property
-    def id(self) -> str:
-        norm = "l2" if self.normalized else "raw"
-        parts = (
+    def id_parts(self) -> tuple[str, ...]:
+        return (
             model_label(self.model_name),
             self.weights,
             f"len{self.max_seq_length}",
-            norm,
+            self.norm,
             PREPROCESS_VERSION,
         )
-        return "sentence-transformers:" + ":".join(parts)
 
-    @property
-    def loaded(self) -> bool:
-        return self._model is not None
-
-    def load(self) -> None:
-        if self._model is not None:
-            return
+    def _load(self) -> Any:
         from sentence_transformers import SentenceTransformer
 
         try:
-            self._model = SentenceTransformer(self.path, device=self.device)
+            model = SentenceTransformer(self.path, device=self.device)
         except Exception as e:  # noqa: BLE001 - any loading failure becomes one clear message
             raise EncoderError(
                 f"sentence-transformers: cannot load {self.model_name!r} from {self.path!r}: {e}"
             ) from e
         if self.max_seq_length:
-            self._model.max_seq_length = self.max_seq_length
+            model.max_seq_length = self.max_seq_length
+        return model
 
     def token_counts(self, texts: Sequence[str]) -> np.ndarray:
         """Token counts before truncation, to record which texts were cut."""
         self.load()
-        tok = self._model.tokenizer(list(texts), add_special_tokens=True, truncation=False)["input_ids"]
+        tok = self._resource.tokenizer(list(texts), add_special_tokens=True, truncation=False)["input_ids"]
         return np.array([len(t) for t in tok])
 
     def truncation(self, batch: Sequence[str]) -> list[str | None]:
@@ -177,7 +168,7 @@ class SentenceTransformerEncoder(Encoder):
 
     def encode(self, batch: Sequence[str]) -> np.ndarray:
         self.load()
-        out = self._model.encode(
+        out = self._resource.encode(
             list(batch),
             batch_size=self.inner_batch_size,
             convert_to_numpy=True,

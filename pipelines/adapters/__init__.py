@@ -11,7 +11,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from pydantic import ValidationError
+
 from pipelines.adapters import amazon, generic, mmrec, recbole, split_json
+from pipelines.adapters.common import options
 from pipelines.sources import RawData, SourceError
 
 ADAPTERS: dict[str, Callable[[dict[str, Any]], RawData]] = {
@@ -40,10 +43,24 @@ def adapter_defaults(source: str) -> dict[str, Any]:
 
 
 def read_source(data: dict[str, Any]) -> RawData:
-    """Read the dataset that ``data`` (one profile) describes with its adapter."""
-    source = data.get("source", "generic")
+    """Read the dataset that ``data`` (one profile) describes with its adapter.
+
+    ``data`` is checked against the typed ``data`` section (``pipelines.config.DataParams``)
+    and completed with its defaults, so adapters read every key without a fallback.
+    """
+    from pipelines.config import DataParams
+
+    raw = {"source": "generic", **data}
+    source = raw["source"]
     if source not in ADAPTERS:
         raise SourceError(
             f"params.yaml data.source: unknown source {source!r}; expected one of {sorted(ADAPTERS)}"
         )
-    return ADAPTERS[source](data)
+    options(raw, adapter_defaults(source))  # an unknown option names the source
+    try:
+        typed = DataParams.model_validate(raw)
+    except ValidationError as e:
+        err = e.errors()[0]
+        key = ".".join(str(p) for p in err["loc"])
+        raise SourceError(f"params.yaml data.{key}: {err['msg']}") from None
+    return ADAPTERS[source](typed.model_dump())

@@ -135,7 +135,7 @@ def read(data: dict[str, Any]) -> RawData:
     require_rows(meta, meta_path)
     reviews = read_jsonl(reviews_path, lambda r: review_record(r, key), INTERACTION_COLUMNS, loose=True)
     require_rows(reviews, reviews_path)
-    images = path_or_none(data.get("images"))
+    images = path_or_none(data["images"])
     index = mirror_index(images)
     items = meta.frame.with_columns(
         pl.struct("item_id", "image_url")
@@ -150,4 +150,6 @@ def read(data: dict[str, Any]) -> RawData:
         item_rejects=meta.rejects,
         interaction_rejects=reviews.rejects,
         facts={"format": "amazon", "item_key": key, "images_in_mirror": len(index)},
+        item_input_rows=meta.counts(meta_path),
+        interaction_input_rows=reviews.counts(reviews_path),
     )

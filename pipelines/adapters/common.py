@@ -12,12 +12,12 @@ from pipelines.sources import ITEM_COLUMNS, SourceError, with_columns
 
 def options(data: dict[str, Any], defaults: dict[str, Any]) -> dict[str, Any]:
     """``data.options`` over ``defaults``; an unknown key is an error (a typo would be silent)."""
-    given = dict(data.get("options") or {})
+    given = dict(data["options"] or {}) if "options" in data else {}
     unknown = sorted(set(given) - set(defaults))
     if unknown:
         raise SourceError(
             f"params.yaml data.options: unknown option(s) {unknown} for source "
-            f"{data.get('source')!r}; expected some of {sorted(defaults)}"
+            f"{data['source']!r}; expected some of {sorted(defaults)}"
         )
     return {**defaults, **given}
 
@@ -27,9 +27,9 @@ def path_or_none(value: Any) -> Path | None:
 
 
 def required_path(data: dict[str, Any], key: str) -> Path:
-    p = path_or_none(data.get(key))
+    p = path_or_none(data[key])
     if p is None:
-        raise SourceError(f"params.yaml data.{key}: a path is required for source {data.get('source')!r}")
+        raise SourceError(f"params.yaml data.{key}: a path is required for source {data['source']!r}")
     if not p.exists():
         raise SourceError(f"params.yaml data.{key}: {p} not found")
     return p

@@ -29,27 +29,40 @@ from pipelines.sources import (
 DEFAULTS: dict[str, Any] = {"columns": {}, "item_columns": {}, "sep": None}
 
 
-def read_items(path: Path, columns: dict[str, str] | None = None, sep: str | None = None):
+def read_items(
+    path: Path, columns: dict[str, str] | None = None, sep: str | None = None
+) -> tuple[pl.DataFrame, pl.DataFrame, dict[str, int]]:
+    """(items, read rejects, {file: records read})."""
     t = read_tabular(path, sep=sep)
     require_columns(renamed_header(t.header, columns), REQUIRED_ITEM_COLUMNS, path)
     require_rows(t, path)
     df = rename(t.frame, columns)
     if "description" not in df.columns and "text" in df.columns:
         df = df.rename({"text": "description"})  # `text` is accepted as the description
-    return with_columns(df, ITEM_COLUMNS), t.rejects
+    return with_columns(df, ITEM_COLUMNS), t.rejects, t.counts(path)
 
 
-def read_interactions(path: Path, columns: dict[str, str] | None = None, sep: str | None = None):
+def read_interactions(
+    path: Path, columns: dict[str, str] | None = None, sep: str | None = None
+) -> tuple[pl.DataFrame, pl.DataFrame, dict[str, int]]:
+    """(interactions, read rejects, {file: records read})."""
     t = read_tabular(path, sep=sep)
     require_columns(renamed_header(t.header, columns), REQUIRED_INTERACTION_COLUMNS, path)
     require_rows(t, path)
-    return with_columns(rename(t.frame, columns), INTERACTION_COLUMNS), t.rejects
+    return with_columns(rename(t.frame, columns), INTERACTION_COLUMNS), t.rejects, t.counts(path)
 
 
-def read_generic(items_path: Path, interactions_path: Path, **opts: Any) -> RawData:
+def read_generic(
+    items_path: Path,
+    interactions_path: Path,
+    *,
+    columns: dict[str, str] | None = None,
+    item_columns: dict[str, str] | None = None,
+    sep: str | None = None,
+) -> RawData:
     """Generic layout from two files (CSV, TSV or Parquet by extension)."""
-    items, item_rej = read_items(items_path, opts.get("item_columns"), opts.get("sep"))
-    inter, inter_rej = read_interactions(interactions_path, opts.get("columns"), opts.get("sep"))
+    items, item_rej, item_rows = read_items(items_path, item_columns, sep)
+    inter, inter_rej, inter_rows = read_interactions(interactions_path, columns, sep)
     if "label" in inter.columns:
         inter = inter.with_columns(pl.col("label").str.strip_chars())
     return RawData(
@@ -60,6 +73,8 @@ def read_generic(items_path: Path, interactions_path: Path, **opts: Any) -> RawD
         item_rejects=item_rej,
         interaction_rejects=inter_rej,
         facts={"format": "generic"},
+        item_input_rows=item_rows,
+        interaction_input_rows=inter_rows,
     )
 
 

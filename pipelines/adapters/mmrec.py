@@ -30,6 +30,7 @@ from pipelines.sources import (
     ITEM_COLUMNS,
     RawData,
     SourceError,
+    derived_rows,
     read_delimited,
     read_tabular,
     require_columns,
@@ -73,7 +74,7 @@ def inter_path(data: dict[str, Any], name: str | None) -> Path:
 
 def read_inter(
     path: Path, columns: dict[str, str], labels: dict[str, str]
-) -> tuple[pl.DataFrame, pl.DataFrame]:
+) -> tuple[pl.DataFrame, pl.DataFrame, dict[str, int]]:
     """The .inter file with store column names; x_label values mapped to split names."""
     t = read_delimited(path, sep="\t", quoting=False)
     require_columns(renamed_header(t.header, columns), ("user_id", "item_id"), path)
@@ -82,7 +83,7 @@ def read_inter(
     if "label" in df.columns:
         mapping = {str(k): v for k, v in labels.items()}
         df = df.with_columns(pl.col("label").str.strip_chars().replace(mapping).alias("label"))
-    return df, t.rejects
+    return df, t.rejects, t.counts(path)
 
 
 def original_item_ids(folder: Path, inter: pl.DataFrame, opts: dict[str, Any]) -> pl.DataFrame | None:
@@ -90,7 +91,7 @@ def original_item_ids(folder: Path, inter: pl.DataFrame, opts: dict[str, Any]) -
     cols = opts["columns"]
     if opts["original_ids"]:
         path = folder / opts["original_ids"]
-        og, _ = read_inter(path, cols, opts["labels"])
+        og, _, _ = read_inter(path, cols, opts["labels"])
         if og.height != inter.height:
             raise SourceError(
                 f"{path}: {og.height} rows but the .inter has {inter.height}; expected a row-aligned copy"
@@ -158,17 +159,18 @@ def read(data: dict[str, Any]) -> RawData:
     opts = options(data, DEFAULTS)
     opts["columns"] = {**DEFAULTS["columns"], **(opts["columns"] or {})}
     path = inter_path(data, opts["name"])
-    inter, rejects = read_inter(path, opts["columns"], opts["labels"])
+    inter, rejects, inter_rows = read_inter(path, opts["columns"], opts["labels"])
     items = items_from_interactions(inter)
+    item_rows = derived_rows(items, [path])  # metadata only fills in these items
     inputs = [path]
-    meta = path_or_none(data.get("items"))
+    meta = path_or_none(data["items"])
     if meta is not None and meta.resolve() != path.resolve():
         ids = original_item_ids(path.parent, inter, opts)
         items = attach_metadata(items, meta, ids, opts)
         inputs.append(meta)
         if opts["original_ids"]:
             inputs.append(path.parent / opts["original_ids"])
-    images = path_or_none(data.get("images"))
+    images = path_or_none(data["images"])
     return RawData(
         items=items,
         interactions=inter,
@@ -181,4 +183,6 @@ def read(data: dict[str, Any]) -> RawData:
             "labels": opts["labels"],
             "features_npy": sorted(str(f) for f in path.parent.glob("*.npy")),
         },
+        item_input_rows=item_rows,
+        interaction_input_rows=inter_rows,
     )

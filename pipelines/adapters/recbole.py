@@ -18,6 +18,8 @@ from pipelines.sources import (
     RawData,
     SourceError,
     Table,
+    derived_rows,
+    input_rows,
     read_delimited,
     require_columns,
     require_rows,
@@ -52,7 +54,7 @@ def read_atomic(path: Path) -> Table:
             )
         names.append(name)
     frame = t.frame.rename(dict(zip(t.header, names, strict=True)))
-    return Table(frame=frame, rejects=t.rejects, header=tuple(names))
+    return Table(frame=frame, rejects=t.rejects, header=tuple(names), input_rows=t.input_rows)
 
 
 def _folder_and_name(data: dict[str, Any], name: str | None) -> tuple[Path, str]:
@@ -70,7 +72,9 @@ def _folder_and_name(data: dict[str, Any], name: str | None) -> tuple[Path, str]
     return p, found[0].stem
 
 
-def _inter(path: Path, columns: dict[str, str], label: str | None) -> tuple[pl.DataFrame, pl.DataFrame]:
+def _inter(
+    path: Path, columns: dict[str, str], label: str | None
+) -> tuple[pl.DataFrame, pl.DataFrame, dict[str, int]]:
     t = read_atomic(path)
     back = {src: dst for dst, src in columns.items()}
     require_columns(tuple(back.get(h, h) for h in t.header), ("user_id", "item_id"), path)
@@ -79,12 +83,12 @@ def _inter(path: Path, columns: dict[str, str], label: str | None) -> tuple[pl.D
     df = with_columns(df, INTERACTION_COLUMNS)
     if label is not None:
         df = df.with_columns(pl.lit(label).alias("label"))
-    return df, t.rejects
+    return df, t.rejects, t.counts(path)
 
 
-def _items(path: Path, spec: dict[str, Any]) -> tuple[pl.DataFrame, pl.DataFrame]:
+def _items(path: Path, spec: dict[str, Any]) -> tuple[pl.DataFrame, pl.DataFrame, dict[str, int]]:
     t = read_atomic(path)
-    id_col = spec.get("item_id", "item_id")
+    id_col = spec["item_id"]
     require_columns(t.header, (id_col,), path)
     require_rows(t, path)
     exprs = [pl.col(id_col).alias("item_id")]
@@ -101,7 +105,7 @@ def _items(path: Path, spec: dict[str, Any]) -> tuple[pl.DataFrame, pl.DataFrame
                 )
             )
     df = t.frame.select(*exprs, "_row", "_source")
-    return with_columns(df, ITEM_COLUMNS), t.rejects
+    return with_columns(df, ITEM_COLUMNS), t.rejects, t.counts(path)
 
 
 def read(data: dict[str, Any]) -> RawData:
@@ -111,22 +115,26 @@ def read(data: dict[str, Any]) -> RawData:
     whole = folder / f"{name}.inter"
     parts = {label: folder / f"{name}.{suffix}.inter" for suffix, label in opts["splits"].items()}
     if all(p.exists() for p in parts.values()):
-        frames, rejects = zip(*(_inter(p, cols, label) for label, p in parts.items()), strict=True)
+        frames, rejects, counts = zip(*(_inter(p, cols, label) for label, p in parts.items()), strict=True)
         inter, inter_rej, inputs = pl.concat(frames, how="diagonal"), pl.concat(rejects), list(parts.values())
+        inter_rows = input_rows(*counts)
     elif whole.exists():
-        inter, inter_rej = _inter(whole, cols, None)
+        inter, inter_rej, inter_rows = _inter(whole, cols, None)
         inputs = [whole]
     else:
         raise SourceError(f"{whole}: not found (nor {[p.name for p in parts.values()]})")
-    item_path = path_or_none(data.get("items"))
+    item_path = path_or_none(data["items"])
     if item_path is None and (folder / f"{name}.item").exists():
         item_path = folder / f"{name}.item"
     if item_path is not None:
-        items, item_rej = _items(item_path, {**DEFAULTS["item_columns"], **(opts["item_columns"] or {})})
+        items, item_rej, item_rows = _items(
+            item_path, {**DEFAULTS["item_columns"], **(opts["item_columns"] or {})}
+        )
         inputs.append(item_path)
     else:
         items, item_rej = items_from_interactions(inter), None
-    images = path_or_none(data.get("images"))
+        item_rows = derived_rows(items, inputs)
+    images = path_or_none(data["images"])
     kwargs = {"item_rejects": item_rej} if item_rej is not None else {}
     return RawData(
         items=items,
@@ -135,5 +143,7 @@ def read(data: dict[str, Any]) -> RawData:
         inputs=tuple(inputs),
         interaction_rejects=inter_rej,
         facts={"format": "recbole", "name": name},
+        item_input_rows=item_rows,
+        interaction_input_rows=inter_rows,
         **kwargs,
     )

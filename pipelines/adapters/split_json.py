@@ -22,7 +22,9 @@ from pipelines.sources import (
     ITEM_COLUMNS,
     RawData,
     SourceError,
+    derived_rows,
     empty_rejects,
+    input_rows,
     reject_frame,
     with_columns,
 )
@@ -46,7 +48,7 @@ def load_json(path: Path) -> Any:
         raise SourceError(f"{path}: line {e.lineno}, column {e.colno}: invalid JSON: {e.msg}") from e
 
 
-def read_split_file(path: Path, label: str) -> tuple[pl.DataFrame, pl.DataFrame]:
+def read_split_file(path: Path, label: str) -> tuple[pl.DataFrame, pl.DataFrame, dict[str, int]]:
     """One ``{user: [items]}`` file -> (user_id, item_id, label) rows; a user whose value
     is not a list of ids is a reject."""
     obj = load_json(path)
@@ -83,7 +85,8 @@ def read_split_file(path: Path, label: str) -> tuple[pl.DataFrame, pl.DataFrame]
             "_source": pl.Series([str(path)] * len(users), dtype=pl.String),
         }
     )
-    return with_columns(frame, INTERACTION_COLUMNS), reject_frame(path, bad_rows, bad_reasons, bad_records)
+    rejects = reject_frame(path, bad_rows, bad_reasons, bad_records)
+    return with_columns(frame, INTERACTION_COLUMNS), rejects, {str(path): n}
 
 
 def catalog(path: Path) -> pl.DataFrame:
@@ -107,24 +110,29 @@ def read(data: dict[str, Any]) -> RawData:
     folder = required_path(data, "interactions")
     if folder.is_file():
         folder = folder.parent
-    frames, rejects, inputs = [], [], []
+    frames, rejects, inputs, counts = [], [], [], []
     for label, name in opts["files"].items():
         if label not in ("train", "valid", "test"):
             raise SourceError(
                 f"params.yaml data.options.files: unknown split {label!r}; expected train/valid/test"
             )
-        f, r = read_split_file(folder / name, label)
+        f, r, c = read_split_file(folder / name, label)
         frames.append(f)
         rejects.append(r)
+        counts.append(c)
         inputs.append(folder / name)
     inter = pl.concat(frames)
     if inter.height == 0:
         raise SourceError(f"{folder}: the split files hold no interactions")
-    item_map = path_or_none(data.get("items"))
-    items = catalog(item_map) if item_map is not None else items_from_interactions(inter)
+    item_map = path_or_none(data["items"])
     if item_map is not None:
+        items = catalog(item_map)
+        item_rows = {str(item_map): items.height}
         inputs.append(item_map)
-    images = path_or_none(data.get("images"))
+    else:
+        items = items_from_interactions(inter)
+        item_rows = derived_rows(items, inputs)
+    images = path_or_none(data["images"])
     return RawData(
         items=items,
         interactions=inter,
@@ -133,4 +141,6 @@ def read(data: dict[str, Any]) -> RawData:
         item_rejects=empty_rejects(),
         interaction_rejects=pl.concat(rejects),
         facts={"format": "split_json", "files": opts["files"]},
+        item_input_rows=item_rows,
+        interaction_input_rows=input_rows(*counts),
     )

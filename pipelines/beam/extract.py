@@ -36,7 +36,8 @@ from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions,
 from features import schemas
 from features.cache import cache_key, previous_rows, previous_table
 from features.encoders import EncoderError, build_encoder
-from features.inputs import INPUT_VERSION
+from features.errors import PlatformError
+from features.inputs import INPUT_VERSION, unknown_formats
 from features.store import arrow_to_embeddings, base_manifest, publish, read_manifest, write_manifest
 from pipelines.beam.transforms import (
     COUNTERS,
@@ -143,6 +144,57 @@ def feature_plan(name: str, spec: FeatureSpec, seed: int) -> tuple[str, dict[str
     return kind, enc_spec
 
 
+# How to supply what an encoder could not find, by encoder (shown when building it fails).
+_SUPPLY_HINTS = {
+    "open_clip": (
+        ("weights", "tag", "checkpoint", "allow_random_init"),
+        "give a local checkpoint path in extract.features.{name}.pretrained "
+        "(or allow_random_init: true for a demo only)",
+    ),
+    "hf-llm": (
+        ("local folder", "cannot read", "cannot load"),
+        "give a local model folder in extract.features.{name}.model",
+    ),
+    "sentence-transformers": (
+        ("local folder", "cannot load"),
+        "give a local model folder in extract.features.{name}.model",
+    ),
+}
+
+
+def plan_encoder(name: str, enc_spec: dict[str, Any]) -> Any:
+    """Build (not load) a feature's encoder; an ``EncoderError`` comes back naming the feature
+    and, for missing weights, where to supply them."""
+    try:
+        return build_encoder(enc_spec)
+    except EncoderError as e:
+        reason = str(e).split(" Give a local checkpoint path")[0].rstrip(". ")
+        words, hint = _SUPPLY_HINTS.get(str(enc_spec.get("encoder")), ((), ""))
+        msg = f"extract.features.{name}: {reason}"
+        if hint and any(w in reason for w in words):
+            msg += "; " + hint.format(name=name)
+        raise EncoderError(msg) from e
+
+
+def image_limits(ex: ExtractParams, image_root: Path | None) -> dict[str, Any]:
+    """The input limits PrepareInput and EmbedBatch apply, with the image folder paths must lie in."""
+    bad = unknown_formats(ex.image_formats)
+    if bad:
+        raise PlatformError(
+            f"params.yaml extract.image_formats: cannot recognise or decode {bad}; "
+            "use Pillow format names such as JPEG, PNG, WEBP, GIF, BMP, TIFF"
+        )
+    return {
+        "image_root": None if image_root is None else str(image_root),
+        "image_formats": list(ex.image_formats),
+        "max_image_pixels": ex.max_image_pixels,
+        "max_image_bytes": ex.max_image_bytes,
+        "max_batch_pixels": ex.max_batch_pixels,
+        "max_text_chars": ex.max_text_chars,
+        "text_separator": ex.text_separator,
+    }
+
+
 def _item_columns(items_dir: Path, kind: str, fields: list[str]) -> list[str]:
     files = sorted(items_dir.glob("*.parquet"))
     have = pq.ParquetFile(files[0]).schema_arrow.names if files else []
@@ -191,13 +243,17 @@ def plan_job(
     ex: ExtractParams,
     seed: int,
     extra_beam_args: list[str] | None = None,
+    image_root: Path | None = None,
 ) -> FeatureJob:
-    """Check one feature's params against the items table and describe its encoder cheaply."""
+    """Check one feature's params against the items table and describe its encoder cheaply.
+
+    ``image_root`` is the resolved ``data.images`` folder every image path must lie in
+    (None: no image folder, every image is rejected)."""
     items_dir = paths.items
     items_manifest = read_manifest(items_dir)
     kind, enc_spec = feature_plan(name, spec, seed)
     fields = list(spec.fields)
-    encoder = build_encoder(enc_spec)  # resolves weights, dim and id without loading them
+    encoder = plan_encoder(name, enc_spec)  # resolves weights, dim and id without loading them
     if encoder.modality != kind:
         raise EncoderError(
             f"params.yaml extract.features.{name}: input is {kind!r} but encoder {encoder.name!r} "
@@ -220,12 +276,7 @@ def plan_job(
         items_dir=items_dir,
         items_manifest=items_manifest,
         columns=_item_columns(items_dir, kind, fields),
-        limits={
-            "max_image_pixels": ex.max_image_pixels,
-            "max_image_bytes": ex.max_image_bytes,
-            "max_text_chars": ex.max_text_chars,
-            "text_separator": ex.text_separator,
-        },
+        limits=image_limits(ex, image_root),
         options=options,
         threads=torch_threads(ex.torch_threads, options),
         previous=previous,
@@ -284,6 +335,7 @@ def build_pipeline(
         threads=job.threads,
         progress_total=job.items_manifest["row_count"] if ex.progress else None,
         label=job.name,
+        limits=job.limits,
     )
     batch = beam.BatchElements(min_batch_size=ex.min_batch_size, max_batch_size=ex.max_batch_size)
     embedded = (
@@ -343,18 +395,10 @@ def checked_counts(job: FeatureJob, result: Any, table_rows_: int, rejected_rows
     return counts
 
 
-def extract_feature(
-    name: str,
-    spec: FeatureSpec,
-    *,
-    paths: FeaturePaths,
-    ex: ExtractParams,
-    seed: int,
-    extra_beam_args: list[str] | None = None,
-) -> dict[str, Any]:
-    """Run one feature's Beam pipeline and publish its table, rejects and notes atomically."""
+def extract_feature(job: FeatureJob, paths: FeaturePaths, ex: ExtractParams) -> dict[str, Any]:
+    """Run a planned feature's Beam pipeline; publish its table, rejects and notes atomically."""
     t0 = time.time()
-    job = plan_job(name, spec, paths=paths, ex=ex, seed=seed, extra_beam_args=extra_beam_args)
+    name = job.name
     log.info("extract %s: %s, cache: %s", name, job.desc["encoder_id"], job.cache_reason)
     with contextlib.ExitStack() as stack:
         keep = paths.previous if ex.keep_previous else None
@@ -401,11 +445,20 @@ def extract_feature(
         write_manifest(notes_tmp, base_manifest(f"{name}_notes", schemas.FEATURE_REJECTS, noted_rows))
     log.info(
         "extract %s: %d items read = %d embedded + %d reused + %d rejected; %d removed, %d noted "
-        "(%d texts truncated) in %.1fs; weights %s",
+        "(%d texts truncated, %d extra image sub-batches for max_batch_pixels) in %.1fs; weights %s",
         name,
         *(
             counts[k]
-            for k in ("items_read", "embedded", "reused", "rejected", "removed", "noted", "text_truncated")
+            for k in (
+                "items_read",
+                "embedded",
+                "reused",
+                "rejected",
+                "removed",
+                "noted",
+                "text_truncated",
+                "pixel_splits",
+            )
         ),
         time.time() - t0,
         job.desc["weights"],

@@ -24,18 +24,31 @@ from apache_beam.utils.windowed_value import WindowedValue
 from features import schemas
 from features.encoders import Encoder, build_encoder
 from features.inputs import (
-    Decoded,
+    DEFAULT_FORMATS,
+    DEFAULT_MAX_PIXELS,
     Rejected,
     content_hash,
     decode_image,
+    image_format,
     prepare_text,
+    probe_image,
     read_image_bytes,
 )
 from features.store import embeddings_to_arrow
 
 log = logging.getLogger(__name__)
 NAMESPACE = "extract"
-COUNTERS = ("items_read", "embedded", "reused", "previous_seen", "rejected", "noted", "text_truncated")
+COUNTERS = (
+    "items_read",
+    "embedded",
+    "reused",
+    "previous_seen",
+    "rejected",
+    "noted",
+    "text_truncated",
+    "pixel_splits",  # extra sub-batches made to keep decoded pixels under max_batch_pixels
+)
+DEFAULT_MAX_BATCH_PIXELS = 100_000_000
 DETAIL_CHARS = 500
 
 
@@ -45,8 +58,9 @@ class Prepared(NamedTuple):
     item_idx: int
     item_id: str
     content_hash: str
-    value: Any  # str (text, item id) or PIL image
+    value: Any  # str (text, item id) or the image file's bytes (decoded in the embed step)
     note: str | None
+    pixels: int = 0  # an image's width x height, from its header
 
 
 def _decode_id(v: Any) -> str:
@@ -79,8 +93,10 @@ def table_rows(table: pa.Table, chunk_rows: int = 1024) -> Iterator[dict[str, An
 
 class PrepareInput(beam.DoFn):
     """Item row -> ``Prepared`` (to embed), ``reuse`` (unchanged since the cached table) or a
-    ``rejects`` row. Reads and hashes the exact bytes the encoder would see; images of
-    cache hits are never decoded."""
+    ``rejects`` row. Reads and hashes the exact bytes the encoder would see. Image paths are
+    confined to ``limits["image_root"]`` and the format allowlist is checked before a cache
+    hit is reused; images are only probed here (header: format, size, pixel limit), never
+    decoded: ``EmbedBatch`` decodes them a sub-batch at a time."""
 
     def __init__(self, kind: str, fields: list[str], limits: dict[str, Any]) -> None:
         self.kind, self.fields, self.limits = kind, fields, limits
@@ -112,7 +128,14 @@ class PrepareInput(beam.DoFn):
             value, note = out
             h = content_hash("text", value.encode("utf-8"))
         elif self.kind == "image":
-            data = read_image_bytes(row.get("image_path"), max_bytes=self.limits["max_image_bytes"])
+            data = read_image_bytes(
+                row.get("image_path"),
+                root=self.limits.get("image_root"),
+                max_bytes=self.limits["max_image_bytes"],
+            )
+            if not isinstance(data, Rejected):
+                fmt = image_format(data, self.limits.get("image_formats", DEFAULT_FORMATS))
+                data = fmt if isinstance(fmt, Rejected) else data
             if isinstance(data, Rejected):
                 yield self._reject(row, data)
                 return
@@ -123,13 +146,18 @@ class PrepareInput(beam.DoFn):
             self.c["reused"].inc()
             yield beam.pvalue.TaggedOutput("reuse", (item_id, int(row["item_idx"])))
             return
+        pixels = 0
         if self.kind == "image":
-            img = decode_image(value, max_pixels=self.limits["max_image_pixels"])
-            if isinstance(img, Rejected):
-                yield self._reject(row, img)
+            probe = probe_image(
+                value,
+                max_pixels=self.limits["max_image_pixels"],
+                formats=self.limits.get("image_formats", DEFAULT_FORMATS),
+            )
+            if isinstance(probe, Rejected):
+                yield self._reject(row, probe)
                 return
-            value, note = img.image, img.note if isinstance(img, Decoded) else None
-        yield Prepared(int(row["item_idx"]), item_id, h, value, note)
+            pixels = probe.pixels
+        yield Prepared(int(row["item_idx"]), item_id, h, value, note, pixels)
 
 
 def _shared_encoder(spec: dict[str, Any], threads: int | None) -> Encoder:
@@ -151,10 +179,31 @@ def _shared_encoder(spec: dict[str, Any], threads: int | None) -> Encoder:
     return enc
 
 
+def pixel_groups(batch: list[Prepared], max_pixels: int) -> list[list[Prepared]]:
+    """Consecutive sub-batches of at most ``max_pixels`` pixels each (an image larger than
+    that on its own is a sub-batch of one)."""
+    groups: list[list[Prepared]] = []
+    current: list[Prepared] = []
+    total = 0
+    for p in batch:
+        if current and total + p.pixels > max_pixels:
+            groups.append(current)
+            current, total = [], 0
+        current.append(p)
+        total += p.pixels
+    if current:
+        groups.append(current)
+    return groups
+
+
 class EmbedBatch(beam.DoFn):
-    """A batch of ``Prepared`` -> one Arrow table of embeddings. The encoder is loaded once per
+    """A batch of ``Prepared`` -> Arrow tables of embeddings. The encoder is loaded once per
     worker process (``setup`` + ``Shared``), never per bundle. A batch that fails is split
-    until the failing item is found; only that item is rejected."""
+    until the failing item is found; only that item is rejected.
+
+    Images arrive as file bytes and are decoded here, one sub-batch at a time, so no more
+    than ``limits["max_batch_pixels"]`` decoded pixels are held at once (counter
+    ``pixel_splits``: the extra sub-batches that took)."""
 
     def __init__(
         self,
@@ -165,9 +214,11 @@ class EmbedBatch(beam.DoFn):
         threads: int | None = None,
         progress_total: int | None = None,
         label: str = "",
+        limits: dict[str, Any] | None = None,
     ) -> None:
         self.spec, self.dim, self.event_ts_us, self.threads = spec, dim, event_ts_us, threads
         self.progress_total, self.label = progress_total, label
+        self.limits = dict(limits or {})
         self.schema = schemas.feature_schema(dim)
         self._shared = Shared()
         self.c = {k: Metrics.counter(NAMESPACE, k) for k in COUNTERS}
@@ -209,6 +260,45 @@ class EmbedBatch(beam.DoFn):
         if self.encoder is None:  # on first use, so a run served wholly from the cache loads nothing
             key = repr(sorted(self.spec.items()))
             self.encoder = self._shared.acquire(lambda: _shared_encoder(self.spec, self.threads), tag=key)
+        if self.encoder.modality == "image":
+            yield from self._images(batch)
+        else:
+            yield from self._embed(batch)
+        if self._bar is not None:
+            self._bar.update(len(batch))
+
+    def _images(self, batch: list[Prepared]):
+        """Decode and embed image bytes a sub-batch of at most ``max_batch_pixels`` at a time."""
+        limit = int(self.limits.get("max_batch_pixels", DEFAULT_MAX_BATCH_PIXELS))
+        max_pixels = int(self.limits.get("max_image_pixels", DEFAULT_MAX_PIXELS))
+        formats = self.limits.get("image_formats", DEFAULT_FORMATS)
+        groups = pixel_groups(batch, limit)
+        if len(groups) > 1:
+            self.c["pixel_splits"].inc(len(groups) - 1)
+            log.debug(
+                "extract %s: batch of %d images (%d pixels) split into %d sub-batches of <= %d pixels",
+                self.label,
+                len(batch),
+                sum(p.pixels for p in batch),
+                len(groups),
+                limit,
+            )
+        for group in groups:
+            decoded = []
+            for p in group:
+                if not isinstance(p.value, bytes | bytearray):  # already an image
+                    decoded.append(p)
+                    continue
+                img = decode_image(p.value, max_pixels=max_pixels, formats=formats)
+                if isinstance(img, Rejected):
+                    yield self._issue("rejects", p, img.reason, img.detail)
+                else:
+                    decoded.append(p._replace(value=img.image, note=img.note))
+            yield from self._embed(decoded)
+            del decoded  # this sub-batch's pixels go before the next one is decoded
+
+    def _embed(self, batch: list[Prepared]):
+        """Encoder-ready items -> rejects, notes and one Arrow table of what embedded."""
         enc = self.encoder
         usable = []
         for p, why in zip(batch, enc.unusable([b.value for b in batch]), strict=True):
@@ -239,8 +329,6 @@ class EmbedBatch(beam.DoFn):
         for p in done:
             if p.item_id in note_of:
                 yield self._issue("notes", p, "embedded with a change", note_of[p.item_id])
-        if self._bar is not None:
-            self._bar.update(len(batch))
         if not done:
             return
         self.c["embedded"].inc(len(done))

@@ -12,7 +12,6 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-from training.checkpoint import load_model
 
 from evaluation.metrics import Csr, top_k
 from features import schemas
@@ -20,6 +19,7 @@ from features.store import embeddings_to_arrow, read_manifest, read_table, write
 from pipelines.config import Config
 from pipelines.layout import Layout
 from pipelines.stages.common import load_data
+from training.checkpoint import load_model
 from training.data import Interactions
 
 log = logging.getLogger(__name__)
@@ -67,25 +67,19 @@ def run(config: Config, layout: Layout) -> dict[str, Any]:
         ue, ie = model.inference_embeddings()
         meta = {"model": name, "best_epoch": ckpt["best_epoch"], "best_valid": ckpt["best_valid"]}
         d = ue.shape[1]
-        write_table(
-            layout.user_embeddings(name, write=True),
-            _embedding_table(
-                np.arange(data.n_users), user_ids, "user", ue.numpy(), _timestamps(data.n_users, now_us)
-            ),
-            schemas.entity_embedding_schema("user", d),
-            dim=d,
-            score="dot product of user and item embeddings",
-            **meta,
-        )
-        write_table(
-            layout.item_embeddings(name, write=True),
-            _embedding_table(
-                np.arange(data.n_items), item_ids, "item", ie.numpy(), _timestamps(data.n_items, now_us)
-            ),
-            schemas.entity_embedding_schema("item", d),
-            dim=d,
-            **meta,
-        )
+        for entity, path, ids, emb in (
+            ("user", layout.user_embeddings(name, write=True), user_ids, ue),
+            ("item", layout.item_embeddings(name, write=True), item_ids, ie),
+        ):
+            n = len(ids)
+            write_table(
+                path,
+                _embedding_table(np.arange(n), ids, entity, emb.numpy(), _timestamps(n, now_us)),
+                schemas.entity_embedding_schema(entity, d),
+                dim=d,
+                score="dot product of user and item embeddings",
+                **meta,
+            )
         top, scores = top_k(
             ue, ie, np.arange(data.n_users), seen, ex.k, ex.chunk_size, config.evaluate.chunk_memory_mb
         )

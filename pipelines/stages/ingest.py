@@ -6,6 +6,7 @@ the split statistics go to ``reports/ingest.json`` (a DVC metric).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from typing import Any
@@ -27,9 +28,16 @@ def read_raw(config: Config) -> RawData:
     raw = read_source(data)
     download = config.effective_ingest().download
     if download.enabled:
-        from pipelines.download import fetch_missing_images
+        from pipelines.download import fetch_missing_images, record_download_rejects
 
-        raw = fetch_missing_images(raw, data, download.model_dump())
+        fetched, rejects = fetch_missing_images(raw, data, download.model_dump())
+        record_download_rejects(data, rejects)
+        # The download fills in image paths only: the readers' row counts still hold.
+        raw = dataclasses.replace(
+            fetched,
+            item_input_rows=raw.item_input_rows,
+            interaction_input_rows=raw.interaction_input_rows,
+        )
     return raw
 
 

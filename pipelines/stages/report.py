@@ -10,6 +10,7 @@ from evaluation.report import ReportInputs, render
 from features.store import read_manifest
 from pipelines.config import Config
 from pipelines.layout import Layout
+from pipelines.stages.semantic_ids import published as semantic_id_tables
 
 
 def _json(path: Any) -> Any:
@@ -28,6 +29,7 @@ def run(config: Config, layout: Layout) -> dict[str, Any]:
         features={name: read_manifest(layout.feature(name)) for name in config.feature_names()},
         curves={f.stem: _json(f) for f in sorted(curves_dir.glob("*.json"))},
         significance=_json(significance) if significance.exists() else {},
+        semantic_ids={name: read_manifest(layout.semantic_ids(name)) for name in semantic_id_tables(layout)},
     )
     out = layout.report(write=True)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -43,13 +43,41 @@ class _DataCache:
         return self._cache[key]
 
 
+def data_fingerprint(layout: Layout, features: list[str]) -> str:
+    """The training data's identity from the manifests the stage reads: the split hash and
+    row counts of interactions, items and users, and each feature table's (and graph's)
+    cache key and row count. ``--resume`` continues only a checkpoint of the same data."""
+    from features.store import MANIFEST, read_manifest
+
+    def facts(path: Any, *keys: str) -> dict[str, Any]:
+        if not (path / MANIFEST).exists():
+            return {"missing": True}
+        m = read_manifest(path)
+        return {k: m.get(k) for k in ("row_count", *keys)}
+
+    parts = {
+        "interactions": facts(layout.interactions(), "split_hash"),
+        "items": facts(layout.items()),
+        "users": facts(layout.users()),
+        "features": {n: facts(layout.feature(n), "cache_key") for n in sorted(features)},
+        "graphs": {n: facts(layout.graph(n), "k") for n in sorted(features)},
+    }
+    return json.dumps(parts, sort_keys=True, default=str)
+
+
 def train_config(cfg: TrainConfig, config: Config, features: list[str], cache: _DataCache) -> dict[str, Any]:
     """One run; returns the final state (best weights as ``model_state``, history, ...)."""
     tp = config.train
     if tp.backend == "ray":
         from training.ray_train import fit
 
-        return fit(cfg, source=data_source(cache.layout, features), workers=tp.workers, ray_params=tp.ray)
+        return fit(
+            cfg,
+            source=data_source(cache.layout, features),
+            workers=tp.workers,
+            ray_params=tp.ray,
+            data_fingerprint=data_fingerprint(cache.layout, features),
+        )
     if tp.threads:
         torch.set_num_threads(tp.threads)
     ctx = LocalContext()

@@ -17,9 +17,11 @@ from features.errors import PlatformError
 from features.store import read_manifest
 from pipelines.config import Config, Thresholds
 from pipelines.layout import Layout
+from pipelines.stages.semantic_ids import published as semantic_id_tables
 from validation.data_docs import failure_summary, write_report
 from validation.drift import DriftOutcome, drift, skipped, summary_lines
 from validation.gx_runner import TableOutcome, validate_frame
+from validation.semantic_ids import semantic_ids_suite
 from validation.suites import Suite, feature_suite, graph_suite, interactions_suite, items_suite
 from validation.vectors import FeatureVectors, load_vectors
 
@@ -80,7 +82,7 @@ def plan(config: Config, layout: Layout, tables: list[str] | None = None) -> lis
     def feature_step(name: str) -> tuple[Suite, DriftOutcome]:
         th, path = v.for_feature(name), layout.feature(name)
         fv = load_vectors(path)
-        suite = feature_suite(fv, layout.items(), layout.feature_rejects(name), th, seed)
+        suite = feature_suite(fv, layout.items(), layout.feature_rejects(name), th, seed, name=name)
         previous = layout.feature_previous(name)
         d = feature_drift(previous, path, th, seed=seed, table=f"features/{name}", vectors=fv)
         return suite, d
@@ -88,9 +90,13 @@ def plan(config: Config, layout: Layout, tables: list[str] | None = None) -> lis
     def graph_step(name: str) -> tuple[Suite, None]:
         return graph_suite(layout.graph(name), v, n_rows(layout.items())), None
 
+    def semantic_ids_step(name: str) -> tuple[Suite, None]:
+        return semantic_ids_suite(layout.semantic_ids(name), v.semantic_ids), None
+
     found: list[tuple[str, Step]] = [("interactions", interactions_step), ("items", items_step)]
     found += [(f"features/{n}", lambda n=n: feature_step(n)) for n in layout.feature_names()]
     found += [(f"graphs/{n}", lambda n=n: graph_step(n)) for n in layout.graph_names()]
+    found += [(f"semantic_ids/{n}", lambda n=n: semantic_ids_step(n)) for n in semantic_id_tables(layout)]
     unknown = [t for t in tables or [] if not any(selected(name, [t]) for name, _ in found)]
     if unknown:
         raise PlatformError(
@@ -117,6 +123,9 @@ def run_tables(
             sample_size=sample_size,
             notes=suite.notes,
         )
+        # Checks of manifest facts (reject share, random weights) join the GX outcome.
+        outcome.expectations.extend(suite.checks)
+        outcome.success = outcome.success and all(c.success for c in suite.checks)
         outcomes.append(outcome)
         if d is not None:
             drifts.append(d)

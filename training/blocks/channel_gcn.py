@@ -62,4 +62,3 @@ def item_graph_hops(adj: torch.Tensor, adj_t: torch.Tensor, x: torch.Tensor, n_h
     for _ in range(n_hops):
         h = spmm(adj, h, adj_t)
     return x + h
-
