@@ -39,18 +39,6 @@ def as_rejects(df: pl.DataFrame, reason: pl.Expr | str, key: str) -> pl.DataFram
     )
 
 
-def empty_rejects() -> pl.DataFrame:
-    return pl.DataFrame(
-        schema={
-            "source": pl.String,
-            "row": pl.Int64,
-            "key": pl.String,
-            "reason": pl.String,
-            "record": pl.String,
-        }
-    )
-
-
 def _strip_ids(df: pl.DataFrame, cols: tuple[str, ...]) -> pl.DataFrame:
     """Ids compare after trimming (unicode) whitespace and NFC normalisation, so ' a' == 'a'
     and a composed 'é' == 'e' + combining accent."""

@@ -102,7 +102,14 @@ class DownloadParams(Section):
     deadline_seconds: float = Field(60, gt=0)  # whole file, however slowly it drips
     max_bytes: int = Field(20_000_000, gt=0)  # per file
     max_redirects: int = Field(5, ge=0)
-    content_types: list[str] = ["image/jpeg", "image/png", "image/webp", "image/gif", "image/bmp", "image/tiff"]
+    content_types: list[str] = [
+        "image/jpeg",
+        "image/png",
+        "image/webp",
+        "image/gif",
+        "image/bmp",
+        "image/tiff",
+    ]
     allow_private_addresses: bool = False  # tests against a local server only
     user_agent: str = "mmrec-platform"
 

@@ -73,7 +73,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from features import schemas
-from pipelines.sources import RawData, SourceError
+from pipelines.sources import REJECT_SCHEMA, RawData, SourceError
 
 log = logging.getLogger(__name__)
 TRANSIENT_HTTP = {408, 425, 429, 500, 502, 503, 504}
@@ -151,13 +151,7 @@ class DownloadReport:
                 "reason": [self.failed[i] for i in ids],
                 "record": [self.urls.get(i) for i in ids],
             },
-            schema={
-                "source": pl.String,
-                "row": pl.Int64,
-                "key": pl.String,
-                "reason": pl.String,
-                "record": pl.String,
-            },
+            schema=REJECT_SCHEMA,
         )
 
 

@@ -17,6 +17,17 @@ MANIFEST = "_manifest.json"
 DEFAULT_GRAPH_SET = "item_knn"
 
 
+def published_tables(root: Path) -> list[str]:
+    """Names of the published tables (with a manifest) in ``root``; ``_``/``.`` folders excluded."""
+    if not root.is_dir():
+        return []
+    return sorted(
+        p.name
+        for p in root.iterdir()
+        if p.is_dir() and not p.name.startswith(("_", ".")) and (p / MANIFEST).is_file()
+    )
+
+
 @dataclass
 class Access:
     """Paths a stage was handed, by kind (``read`` or ``write``)."""
@@ -100,14 +111,7 @@ class Layout:
 
     def feature_names(self) -> list[str]:
         """Published feature tables (special folders and unpublished ones excluded)."""
-        root = self.features_root
-        if not root.is_dir():
-            return []
-        return sorted(
-            p.name
-            for p in root.iterdir()
-            if p.is_dir() and not p.name.startswith(("_", ".")) and (p / MANIFEST).is_file()
-        )
+        return published_tables(self.features_root)
 
     # ---- graphs (graph stage)
     def graphs(self, graph_set: str = DEFAULT_GRAPH_SET) -> Path:
@@ -138,6 +142,10 @@ class Layout:
 
     def semantic_ids_root(self) -> Path:
         return self.store / "semantic_ids"
+
+    def semantic_id_names(self) -> list[str]:
+        """Published semantic-ID tables."""
+        return published_tables(self.semantic_ids_root())
 
     # ---- models (train)
     def model_dir(self, model: str, *, write: bool = False) -> Path:

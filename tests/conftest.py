@@ -30,7 +30,9 @@ def tiny_raw(root: Path) -> dict[str, Any]:
     )
     p["extract"]["features"]["image_clip"].update(model="tiny-clip", model_config=TINY_CLIP, pretrained=None)
     # A tiny random ViT maps all images into a narrow cone; the collapse check would fire.
-    p["validate"]["feature_overrides"] = {"image_clip": {"max_mean_pair_cosine": 0.995, "allow_random_weights": True}}
+    p["validate"]["feature_overrides"] = {
+        "image_clip": {"max_mean_pair_cosine": 0.995, "allow_random_weights": True}
+    }
     p["train"]["common"].update(epochs=4, patience=20, report_every=2)
     p["train"]["backend"] = "local"
     p["train"]["ray"]["storage_path"] = str(root / "ray_results")

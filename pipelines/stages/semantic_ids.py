@@ -54,15 +54,8 @@ SAMPLE = 5
 
 
 def published(layout: Layout) -> list[str]:
-    """Names of the published semantic-ID tables (special and unpublished folders excluded)."""
-    root = layout.semantic_ids_root()
-    if not root.is_dir():
-        return []
-    return sorted(
-        p.name
-        for p in root.iterdir()
-        if p.is_dir() and not p.name.startswith(("_", ".")) and (p / MANIFEST).is_file()
-    )
+    """Names of the published semantic-ID tables."""
+    return layout.semantic_id_names()
 
 
 def source_path(layout: Layout, source: str) -> Path:

@@ -15,12 +15,12 @@ import time
 from typing import Any
 
 import torch
-from training.checkpoint import save_checkpoint
 
 from evaluation.metrics import evaluate
 from pipelines.config import Config
 from pipelines.layout import Layout
 from pipelines.stages.common import data_source, model_features
+from training.checkpoint import save_checkpoint
 from training.data import TrainData, load_train_data
 from training.loop import LocalContext, TrainConfig, train
 from training.models.base import model_class

@@ -1,6 +1,6 @@
 """FREEDOM: a frozen item-item kNN graph from features + a denoised (pruned) user-item graph.
 
-Mechanics per ../shared/REFERENCE.md: per-feature kNN graphs (binary, D^-1/2 A D^-1/2)
+Mechanics as in the FREEDOM paper and its reference code: per-feature kNN graphs (binary, D^-1/2 A D^-1/2)
 combined by weight and frozen; LightGCN over the user-item graph whose edges are
 re-sampled each epoch with probability ~ 1/sqrt(deg_u deg_i); item = LightGCN item
 output + id embeddings propagated over the item-item graph; loss = BPR + reg_weight x
