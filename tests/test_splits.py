@@ -69,7 +69,7 @@ def test_temporal_leave_last_out_ties_broken_by_item() -> None:
 def test_labels_method_needs_labels(tmp_path) -> None:
     with pytest.raises(ValueError, match="this source has no split labels"):
         ingest(read_source(_log(tmp_path)), split={"method": "labels"}, seed=0)
-    with pytest.raises(ValueError, match="unknown method 'loo'"):
+    with pytest.raises(ValueError, match="Input should be 'random_ratio', 'labels' or 'temporal'"):
         ingest(read_source(_log(tmp_path)), split={"method": "loo"}, seed=0)
 
 
