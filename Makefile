@@ -11,7 +11,7 @@ export TOKENIZERS_PARALLELISM := false
 export RAY_USAGE_STATS_ENABLED := 0
 export GX_ANALYTICS_ENABLED := False
 
-.PHONY: repro test lint install clean-store
+.PHONY: repro test lint install clean-store snapshot
 
 install: $(STAMP)
 
@@ -27,6 +27,10 @@ $(STAMP): pyproject.toml
 
 repro: $(STAMP)
 	dvc repro
+
+# One scheduled run (cron, CI): `make snapshot SNAPSHOT=2026-12-01`; empty SNAPSHOT = today (UTC).
+snapshot: $(STAMP)
+	mmrec snapshot $(if $(SNAPSHOT),--snapshot $(SNAPSHOT))
 
 test: $(STAMP)
 	python -m pytest

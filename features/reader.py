@@ -7,14 +7,20 @@ and checks the table against its manifest on the way.
 
 from __future__ import annotations
 
+import datetime as dt
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from features.store import MANIFEST, StoreError, arrow_to_embeddings, read_manifest
+
+# The history of ``<store>/<table>`` is the Delta table ``<store>/history/<table>``.
+HISTORY_ROOT = "history"
 
 
 @dataclass(frozen=True)
@@ -68,3 +74,22 @@ def load_features(path: Path | str, *, n_items: int, batch_rows: int = 65536) ->
     if rows != manifest["row_count"]:
         raise StoreError(f"table {path}: {rows} rows on disk, manifest says {manifest['row_count']}")
     return Features(name, matrix, present, manifest)
+
+
+def as_of(
+    store: Path | str,
+    table: str,
+    snapshot: str | None = None,
+    *,
+    timestamp: dt.datetime | None = None,
+    columns: Sequence[str] | None = None,
+) -> pa.Table:
+    """Table ``table`` (e.g. ``features/text_minilm``) of ``store`` as of a snapshot id or time.
+
+    Reads its Delta history (``<store>/history/<table>``); the default is the latest snapshot.
+    The result has the latest view's schema (``fixed_size_list`` embeddings). Raises
+    ``HistoryError`` naming the table and the snapshots available when none matches.
+    """
+    from features.history import read_as_of
+
+    return read_as_of(Path(store) / HISTORY_ROOT / table, snapshot, timestamp, columns)

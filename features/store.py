@@ -8,12 +8,13 @@ into place, so a crash never leaves a half-written table where a reader looks.
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
+import ctypes
+import errno
 import hashlib
 import json
 import os
 import shutil
-import subprocess
+import sys
 import uuid
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -33,25 +34,6 @@ class StoreError(PlatformError, RuntimeError):
     """A store table is missing, incomplete or does not match its contract."""
 
 
-def utc_now() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
-
-
-def code_version() -> str:
-    """Git sha of the producing code (``unknown`` outside a git checkout)."""
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"],
-            capture_output=True,
-            text=True,
-            check=True,
-            cwd=Path(__file__).resolve().parent,
-        )
-        return out.stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-
-
 def fingerprint_file(path: Path, chunk: int = 1 << 20) -> str:
     """sha256 of a file's bytes, for manifests' input fingerprints."""
     h = hashlib.sha256()
@@ -61,9 +43,47 @@ def fingerprint_file(path: Path, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
+_RENAME_EXCHANGE = 2
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two paths in one atomic step (Linux ``renameat2(RENAME_EXCHANGE)``); False
+    where the system call is unavailable."""
+    if sys.platform != "linux":
+        return False
+    libc = ctypes.CDLL(None, use_errno=True)
+    fn = getattr(libc, "renameat2", None)
+    if fn is None:
+        return False
+    at_fdcwd = -100
+    if fn(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), _RENAME_EXCHANGE) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.ENOSYS, errno.EINVAL, errno.ENOTSUP):
+        return False
+    raise OSError(err, os.strerror(err), str(a), None, str(b))
+
+
+def _replace_dir(new: Path, path: Path) -> Path | None:
+    """Put folder ``new`` at ``path``; return where the replaced folder now is (to delete or
+    keep), or None. A reader of ``path`` sees the old table or the new one, never neither:
+    the two are exchanged atomically (a kill at any moment leaves one of them at ``path``
+    and the other under a hidden name that the next run sweeps)."""
+    if not path.exists():
+        os.rename(new, path)
+        return None
+    if _exchange(new, path):
+        return new  # now holds the old table
+    # No atomic exchange here: a short window in which ``path`` is missing.
+    old = path.parent / f".{path.name}.old-{uuid.uuid4().hex[:8]}"
+    os.rename(path, old)
+    os.rename(new, path)
+    return old
+
+
 @contextlib.contextmanager
 def publish(path: Path | str, *, previous: Path | None = None) -> Iterator[Path]:
-    """Yield a temporary folder; on success it replaces ``path`` by renames.
+    """Yield a temporary folder; on success it replaces ``path`` atomically.
 
     With ``previous`` the replaced table is kept there (one generation: the one before
     is deleted) instead of deleted, as the drift baseline. On error the temporary folder
@@ -78,20 +98,27 @@ def publish(path: Path | str, *, previous: Path | None = None) -> Iterator[Path]
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    trash: list[Path] = []
-    if path.exists():
-        if previous is not None:
-            previous.parent.mkdir(parents=True, exist_ok=True)
-            if previous.exists():
-                trash.append(previous.parent / f".{previous.name}.old-{uuid.uuid4().hex[:8]}")
-                os.rename(previous, trash[-1])
-            os.rename(path, previous)
-        else:
-            trash.append(path.parent / f".{path.name}.old-{uuid.uuid4().hex[:8]}")
-            os.rename(path, trash[-1])
-    os.rename(tmp, path)
-    for t in trash:
-        shutil.rmtree(t, ignore_errors=True)
+    _fsync_tree(tmp)
+    replaced = _replace_dir(tmp, path)
+    if replaced is not None and previous is not None:
+        previous.parent.mkdir(parents=True, exist_ok=True)
+        hidden = replaced.parent / f".{path.name}.old-{uuid.uuid4().hex[:8]}"
+        os.rename(replaced, hidden)  # hidden first: a kill before the next step is swept
+        replaced = _replace_dir(hidden, previous)
+    if replaced is not None:
+        shutil.rmtree(replaced, ignore_errors=True)
+
+
+def _fsync_tree(folder: Path) -> None:
+    """Flush a new table's files before it becomes visible (a power cut after the rename
+    must not expose empty files)."""
+    for p in folder.rglob("*"):
+        if p.is_file():
+            fd = os.open(p, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
 
 
 def write_manifest(folder: Path, manifest: Mapping[str, Any]) -> None:
@@ -101,14 +128,13 @@ def write_manifest(folder: Path, manifest: Mapping[str, Any]) -> None:
 
 
 def base_manifest(table: str, schema: pa.Schema, rows: int, **extra: Any) -> dict[str, Any]:
-    """Fields every manifest carries; stage-specific fields go in ``extra``."""
+    """Fields every manifest carries; stage-specific fields go in ``extra``. No clock time
+    or code version: same inputs give a byte-identical table (the run manifest has both)."""
     return {
         "table": table,
         "schema_version": SCHEMA_VERSION,
         "row_count": rows,
         "columns": {f.name: str(f.type) for f in schema},
-        "created": utc_now().isoformat(),
-        "producer": {"code_version": code_version()},
         **extra,
     }
 

@@ -66,13 +66,27 @@ def _stage(
 
     from pipelines.config import load_config
     from pipelines.layout import Layout
+    from pipelines.lock import store_lock
 
     def go() -> Any:
         config = load_config(params)
         stage = importlib.import_module(f"pipelines.stages.{module.replace('-', '_')}")
-        return stage.run(config, Layout(store=store, models=models, reports=reports), **options)
+        layout = Layout(store=store, models=models, reports=reports)
+        with store_lock(store, command=f"mmrec {module}"), layout.recording() as acc:
+            out = stage.run(config, layout, **options)
+        _record_lineage(layout, module, acc)
+        return out
 
     _run(go)
+
+
+def _record_lineage(layout: Any, stage: str, acc: Any) -> None:
+    """A stage run by ``dvc repro`` records what it wrote, as a snapshot run does."""
+    from pipelines.runs import Lineage
+
+    Lineage(layout.store, layout.runs_root).record(
+        f"dvc-{os.getpid()}", stage.replace("-", "_"), acc.read, acc.write
+    )
 
 
 def _store_command(stage: str, doc: str) -> None:
@@ -178,6 +192,7 @@ def train(
     """Train every model in ``train.models`` (Ray Train, N workers; RAY_ADDRESS for a cluster)."""
     from pipelines.config import load_config
     from pipelines.layout import Layout
+    from pipelines.lock import store_lock
     from pipelines.stages import train as stage
 
     def go() -> Any:
@@ -188,9 +203,46 @@ def train(
         if device:
             tp = tp.model_copy(update={"common": tp.common.model_copy(update={"device": device})})
         config = config.model_copy(update={"train": tp})
-        return stage.run(config, Layout(store=store, models=models, reports=reports))
+        layout = Layout(store=store, models=models, reports=reports)
+        with store_lock(store, command="mmrec train"), layout.recording() as acc:
+            out = stage.run(config, layout)
+        _record_lineage(layout, "train", acc)
+        return out
 
     _run(go)
+
+
+@app.command()
+def snapshot(
+    params: ParamsOpt = Path("params.yaml"),
+    snapshot: Annotated[
+        str | None,
+        typer.Option(
+            "--snapshot", help="snapshot id, an ISO date first (default: snapshot.id, else today UTC)"
+        ),
+    ] = None,
+    store: StoreOpt = Path("store"),
+    models: ModelsOpt = Path("models"),
+    reports: ReportsOpt = Path("reports"),
+    dvc_file: Annotated[Path, typer.Option("--dvc-file", help="the pipeline whose stages run")] = Path(
+        "dvc.yaml"
+    ),
+    force: Annotated[bool, typer.Option("--force", help="run every stage, even unchanged ones")] = False,
+) -> None:
+    """One scheduled run: lock the store, run the changed stages, commit history, log the run."""
+    from pipelines.config import load_config
+    from pipelines.layout import Layout
+    from pipelines.snapshot import run_snapshot
+
+    _run(
+        lambda: run_snapshot(
+            load_config(params),
+            Layout(store=store, models=models, reports=reports),
+            snapshot,
+            dvc_file=dvc_file,
+            force=force,
+        )
+    )
 
 
 @app.command("check-params")

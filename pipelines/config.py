@@ -230,7 +230,7 @@ FeatureSpec = Annotated[
 
 
 class ExtractParams(Section):
-    min_batch_size: int = Field(16, gt=0)
+    min_batch_size: int = Field(64, gt=0)  # = max: fixed batches, byte-identical vectors run to run
     max_batch_size: int = Field(64, gt=0)
     max_image_pixels: int = Field(50_000_000, gt=0)  # per image (decompression bombs)
     max_image_bytes: int = Field(50_000_000, gt=0)  # per file, enforced on the read itself
@@ -298,6 +298,7 @@ class SemanticIdTable(Section):
     codebook_size: int = Field(256, gt=1)
     seed: int | None = None  # null: the top-level seed
     collisions: Literal["suffix", "sinkhorn"] = "suffix"
+    balanced: bool = True  # rq_kmeans: OneRec's balanced k-means (N / K items per code); false: GRID's Lloyd
     kmeans_iters: int = Field(25, gt=0)
     refit: bool = False  # true: fit new codebooks even when the previous table's still apply
     rq_vae: RqVaeParams = RqVaeParams()
@@ -476,6 +477,19 @@ def check_hparams(model: str, section: dict[str, Any], where: str) -> None:
                 )
 
 
+class WarmStartParams(Section):
+    """Warm-started retraining (``train.warm_start``): a snapshot's model starts from the
+    previous snapshot's checkpoint (``models/<model>/model.pt``), rows mapped by raw id.
+    Cold training when off, when there is no usable checkpoint or the model's
+    hyper-parameters or feature tables changed (the stage logs why)."""
+
+    enabled: bool = False
+    epochs: int = Field(15, gt=0)  # the warm run's own epoch budget (instead of train.common.epochs)
+    patience: int = Field(5, gt=0)  # and its early stopping (instead of train.common.patience)
+    init: Literal["content", "mean", "random"] = "content"  # rows of new items (users: mean/random)
+    content_k: int = Field(10, gt=0)  # content-nearest carried items a new item's rows average
+
+
 class TrainParams(Section):
     """``train``: the loop, Ray, and one section per model (``train.<model>``)."""
 
@@ -487,6 +501,7 @@ class TrainParams(Section):
     models: list[str] = ["bpr", "lightgcn", "freedom"]
     ray: RayParams = RayParams()
     common: CommonParams = CommonParams()
+    warm_start: WarmStartParams = WarmStartParams()
     grids: dict[str, dict[str, Any]] = {}
     hparams: dict[str, dict[str, Any]] = {}  # filled from the train.<model> sections
 
@@ -549,6 +564,23 @@ class TrainParams(Section):
 # ------------------------------------------------------------------------------ export/evaluate
 
 
+class SnapshotParams(Section):
+    """Scheduled runs (``mmrec snapshot``): the snapshot id and the tables' history."""
+
+    id: str | None = None  # an ISO date first; None: today (UTC) at run time
+    history: bool = True  # commit features, embeddings, recommendations, IDs to the Delta history
+    keep_snapshots: int = Field(30, ge=1)  # history retention (vacuum) per table
+
+    @field_validator("id")
+    @classmethod
+    def _iso_date_first(cls, v: str | None) -> str | None:
+        if v is not None:
+            from pipelines.snapshot import snapshot_time
+
+            snapshot_time(v)
+        return v
+
+
 class ExportParams(Section):
     models: Literal["all"] | list[str] = "all"
     k: int = Field(50, gt=0)
@@ -572,6 +604,27 @@ class EvaluateParams(Section):
     significance: SignificanceParams = SignificanceParams()
 
 
+# -------------------------------------------------------------------------------------- report
+
+
+class ReportParams(Section):
+    """What the HTML report samples and draws (``reports/report.html``)."""
+
+    seed: int | None = None  # null: the top-level seed
+    gallery_queries: int = Field(8, ge=0)
+    neighbours: int = Field(8, gt=0)
+    map_points: int = Field(2000, ge=0)
+    map_method: Literal["pca", "tsne"] = "pca"
+    max_categories: int = Field(10, ge=1, le=12)
+    example_users: int = Field(3, ge=0)
+    history_max: int = Field(20, gt=0)
+    top_k: int = Field(10, gt=0)
+    thumbnail_px: int = Field(64, ge=16, le=256)
+    thumbnail_quality: int = Field(75, ge=10, le=95)
+    chunk_rows: int = Field(8192, gt=0)
+    histogram_bins: int = Field(10, ge=2, le=50)
+
+
 # ---------------------------------------------------------------------------------------- root
 
 
@@ -589,6 +642,8 @@ class Config(Section):
     train: TrainParams = TrainParams()
     export: ExportParams = ExportParams()
     evaluate: EvaluateParams = EvaluateParams()
+    report: ReportParams = ReportParams()
+    snapshot: SnapshotParams = SnapshotParams()
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True, protected_namespaces=())
     _unknown: ClassVar[str] = "unknown section"
 

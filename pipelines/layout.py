@@ -182,3 +182,16 @@ class Layout:
 
     def report(self, *, write: bool = False) -> Path:
         return self._hand(self.reports / "report.html", write)
+
+    # ---- history and runs (the snapshot runner)
+    def history(self, table: Path | str) -> Path:
+        """The Delta history of a published table, given by its path under the store."""
+        rel = Path(table)
+        if rel.is_absolute():
+            rel = rel.relative_to(self.store)
+        return self.store / "history" / rel
+
+    @property
+    def runs_root(self) -> Path:
+        """Run manifests, the run log, lineage and the runner's skip record."""
+        return self.store / "_runs"

@@ -33,6 +33,9 @@ def tiny_raw(root: Path) -> dict[str, Any]:
     p["validate"]["feature_overrides"] = {
         "image_clip": {"max_mean_pair_cosine": 0.995, "allow_random_weights": True}
     }
+    # 120 items cannot use 256 codes per level: a codebook the tiny catalog can fill.
+    for table in p["semantic_ids"]["tables"].values():
+        table.update(codebook_size=8, kmeans_iters=10)
     p["train"]["common"].update(epochs=4, patience=20, report_every=2)
     p["train"]["backend"] = "local"
     p["train"]["ray"]["storage_path"] = str(root / "ray_results")

@@ -3,6 +3,7 @@ runs), small item stores with images on disk, and the Config/Layout the extract 
 
 from __future__ import annotations
 
+import datetime as dt
 import shutil
 from pathlib import Path
 from typing import Any
@@ -12,7 +13,7 @@ import pyarrow as pa
 from PIL import Image
 
 from features import schemas
-from features.store import write_table
+from features.store import read_manifest, write_table
 from pipelines.config import Config
 from pipelines.layout import Layout
 
@@ -90,7 +91,8 @@ def store_layout(root: Path) -> Layout:
 
 
 def items_store(layout: Layout, rows: list[dict[str, Any]]) -> Layout:
-    """Publish the layout's items table from row dicts (item_idx assigned in order)."""
+    """Publish the layout's items table from row dicts (item_idx assigned in order); each
+    call is a later snapshot of the data (``created`` one day after the last one)."""
     full = [
         {
             "item_idx": i,
@@ -102,7 +104,16 @@ def items_store(layout: Layout, rows: list[dict[str, Any]]) -> Layout:
         }
         for i, r in enumerate(rows)
     ]
-    write_table(layout.items(write=True), pa.Table.from_pylist(full, schema=schemas.ITEMS), schemas.ITEMS)
+    items = layout.items(write=True)
+    day = read_manifest(items).get("snapshot_day", 0) + 1 if (items / "_manifest.json").exists() else 1
+    created = (dt.datetime(2026, 1, 1, tzinfo=dt.UTC) + dt.timedelta(days=day)).isoformat()
+    write_table(
+        items,
+        pa.Table.from_pylist(full, schema=schemas.ITEMS),
+        schemas.ITEMS,
+        created=created,
+        snapshot_day=day,
+    )
     return layout
 
 

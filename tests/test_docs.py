@@ -398,3 +398,85 @@ def test_add_encoder_guide_builds_and_encodes(restored_registries: None) -> None
     if enc.normalized:
         np.testing.assert_allclose(np.linalg.norm(x, axis=1), 1.0, rtol=1e-5)
     assert enc.describe()["dim"] == 16 and enc.id != build_encoder({"encoder": new[0], "dim": 8}).id
+
+
+# ---------------------------------------------------------- docs/reading-features.md
+
+READING = ROOT / "docs" / "reading-features.md"
+NOT_RUN_HEADING = "(not executed here)"  # an unmarked python block sits under such a heading
+
+
+def _tiny_history_store(root: Path) -> dict[str, dict[str, np.ndarray]]:
+    """store/features/text_minilm published and committed three times (i1 changes, i2 goes)."""
+    import datetime as dt
+
+    import pyarrow as pa
+
+    from features import history, schemas
+    from features.store import embeddings_to_arrow, read_table, write_table
+
+    gens = {
+        "2026-12-01": {"i0": 0, "i1": 0, "i2": 0},
+        "2026-12-02": {"i0": 0, "i1": 1, "i2": 0},
+        "2026-12-03": {"i0": 0, "i1": 1},
+    }
+    latest, vectors = root / "store/features/text_minilm", {}
+    for snap, items in gens.items():
+        when = dt.datetime.fromisoformat(snap).replace(hour=2, tzinfo=dt.UTC)
+        ids = sorted(items)
+        vectors[snap] = {
+            i: np.random.default_rng([int(i[1:]), items[i]]).normal(size=4).astype(np.float32) for i in ids
+        }
+        ts = pa.array([when] * len(ids), pa.timestamp("us", tz="UTC"))
+        table = pa.table(
+            {
+                "item_idx": np.arange(len(ids), dtype=np.int64),
+                "item_id": ids,
+                "embedding": embeddings_to_arrow(np.stack([vectors[snap][i] for i in ids])),
+                "content_hash": [f"{i}/{items[i]}" for i in ids],
+                "event_timestamp": ts,
+                "created": ts,
+            }
+        )
+        write_table(latest, table, schemas.feature_schema(4), dim=4)
+        hist = root / "store/history/features/text_minilm"
+        history.commit(hist, read_table(latest), snapshot=snap, snapshot_time=when)
+    return vectors
+
+
+def test_reading_features_python_blocks_are_run_or_labelled() -> None:
+    heading, by_line = "", {b.line: b for b in blocks(READING)}
+    for line_no, line in enumerate(READING.read_text(encoding="utf-8").splitlines(), 1):
+        if line.startswith("#"):
+            heading = line
+        b = by_line.get(line_no)
+        if b is not None and b.lang == "python" and b.kind != "python":
+            assert NOT_RUN_HEADING in heading, f"{b.where}: mark it <!-- test: python --> or say why not"
+    assert len(marked("python", [READING])) >= 4
+
+
+def test_reading_features_guide_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The page's snippets, run from a folder holding a tiny store with a three-snapshot history."""
+    vectors = _tiny_history_store(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    ns = _exec_snippets(READING)
+    latest = vectors["2026-12-03"]
+    assert ns["matrix"].shape == (2, 4) and ns["matrix"].dtype == np.float32
+    np.testing.assert_array_equal(ns["matrix"], ns["matrix_pd"])
+    assert [r[0] for r in ns["rows"]] == ["i0", "i1"] and ns["table"].num_rows == 2
+    first, noon, newest = ns["first"], ns["noon"], ns["newest"]
+    assert first.column("item_id").to_pylist() == ["i0", "i1", "i2"]
+    assert first.schema.field("embedding").type.list_size == 4
+    np.testing.assert_array_equal(noon.column("embedding")[1].values.to_numpy(), vectors["2026-12-02"]["i1"])
+    assert newest.column_names == ["item_id", "embedding"]
+    assert "i2" not in newest.column("item_id").to_pylist()
+    assert ns["arrow_v1"].num_rows == 3 and ns["polars_v1"].schema["embedding"] == pl.Array(pl.Float32, 4)
+    assert ns["duck_v1"] == [("i0", 4), ("i1", 4), ("i2", 4)]
+    got = ns["training"]["embedding"].tolist()
+    np.testing.assert_array_equal(np.asarray(got[0], np.float32), vectors["2026-12-01"]["i1"])
+    np.testing.assert_array_equal(np.asarray(got[1], np.float32), vectors["2026-12-02"]["i1"])
+    np.testing.assert_array_equal(np.asarray(got[2], np.float32), vectors["2026-12-02"]["i2"])
+    assert got[3] is None, "i2 was removed in the third snapshot"
+    online = dict(zip(ns["online"]["item_id"], ns["online"]["embedding"], strict=True))
+    np.testing.assert_array_equal(np.asarray(online["i1"], np.float32), latest["i1"])
+    assert online["i2"] is None

@@ -69,6 +69,47 @@ def test_rq_kmeans_is_deterministic_and_in_range() -> None:
     assert sid.fit(x, **{**kw, "seed": 6})[0].fingerprint() != q1.fingerprint()
 
 
+def test_balanced_kmeans_fills_every_code_evenly_and_keeps_twins_together() -> None:
+    # 60 of 200 rows in one tight clump: Lloyd gives that clump few codes, balanced N / K each.
+    rng = np.random.default_rng(0)
+    clump = 0.01 * rng.standard_normal((60, 8)) + 3.0
+    x = np.vstack([clump, rng.standard_normal((140, 8))]).astype(np.float32)
+    x[199] = x[5]  # an exact twin
+    c, lab = sid.balanced_kmeans(x, 10, iters=20, seed=1)
+    sizes = np.bincount(lab, minlength=10)
+    assert sizes.min() >= 19 and sizes.max() <= 21, sizes  # 200 / 10, +-1 for the twin's weight
+    assert lab[199] == lab[5] and c.shape == (10, 8) and c.dtype == np.float32
+    c2, lab2 = sid.balanced_kmeans(x, 10, iters=20, seed=1)
+    assert np.array_equal(lab, lab2) and c.tobytes() == c2.tobytes()
+    # Through fit: use 1.0 and perplexity ~K at every level, deterministic, codes in range.
+    x = hierarchical(600, 16, seed=3, topics=6, subtopics=3)
+    kw = dict(method="rq_kmeans", levels=3, codebook_size=16, seed=5, kmeans_iters=10)
+    qb, cb = sid.fit(x, balanced=True, **kw)
+    qp, cp = sid.fit(x, balanced=False, **kw)
+    mb = sid.metrics(cb, sid.suffixes(cb, np.arange(600)), 16)
+    mp = sid.metrics(cp, sid.suffixes(cp, np.arange(600)), 16)
+    assert mb["use"] == [1.0, 1.0, 1.0] and min(mb["perplexity"]) > 15.9, mb
+    assert mb["perplexity"][0] > mp["perplexity"][0]
+    assert sid.fit(x, balanced=True, **kw)[1].tobytes() == cb.tobytes()
+    # New rows go to the nearest centre under the fitted codebooks (in range, deterministic).
+    new = qb.encode(x[:50])
+    assert new.min() >= 0 and new.max() < 16 and np.array_equal(new, qb.encode(x[:50]))
+
+
+def test_float_noise_twins_share_codes() -> None:
+    """Identical texts embedded in different batches differ by float noise: their residual
+    must not be blown up into a random direction that splits them at a deeper level."""
+    x = clustered(300, 24, 12, 0.3, seed=4)
+    x[299] = x[7] + 1e-7 * np.random.default_rng(1).standard_normal(24).astype(np.float32)
+    for balanced in (False, True):
+        _, codes = sid.fit(
+            x, method="rq_kmeans", levels=4, codebook_size=32, seed=2, kmeans_iters=10, balanced=balanced
+        )
+        assert codes[299].tolist() == codes[7].tolist(), balanced
+    r = sid.unit_residual(np.array([[3.0, 4.0], [1e-8, 0.0]], dtype=np.float32))
+    assert np.allclose(r, [[0.6, 0.8], [0.0, 0.0]])
+
+
 def test_chunked_distances_match_one_block() -> None:
     x = clustered(200, 8, 5, 0.5)
     c = x[:16].copy()

@@ -5,6 +5,11 @@ list, tuple, str, int, float, bool, None): ``model_state`` (the weights), ``conf
 (``TrainConfig`` as a dict: ``model``, ``hparams``, ...), ``best_epoch``, ``best_valid``
 and whatever else the writer adds. It is read with ``torch.load(weights_only=True)``,
 so a file that would run code when unpickled is refused before anything runs.
+
+The train stage's ``models/<model>/model.pt`` also holds what the next snapshot needs to
+warm-start from it (``training.warm_start.checkpoint_extras``): ``ids`` (``users`` and
+``items``: the raw ids, lists of str, in index order), ``features`` (the feature tables
+read) and ``feature_digests`` (one int64 tensor per table, a digest per item row).
 """
 
 from __future__ import annotations

@@ -25,6 +25,7 @@ from pipelines.config import CommonParams, TrainParams
 from training.data import TrainData
 from training.models import build_model
 from training.sampling import NegativeSampler, epoch_shard
+from training.warm_start import WarmStartError, apply, cold_report
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +52,9 @@ class TrainConfig:
     checkpoint_on_best: bool = _C.checkpoint_on_best
     device: str = _C.device
     seed: int = 42
+    # Set by the train stage when the run warm-starts: plain values only (the previous
+    # checkpoint's path, the id tables, the init), see ``training.warm_start.plan``.
+    warm_start: dict[str, Any] | None = None
 
     @classmethod
     def from_config(cls, model: str, train: TrainParams, ks: list[int] | tuple[int, ...]) -> TrainConfig:
@@ -155,6 +159,7 @@ class _Progress:
     stopped: bool = False  # early stopping fired; a resumed run with more epochs stays stopped
     history: list[dict[str, Any]] = field(default_factory=list)
     resumed_from: list[int] = field(default_factory=list)
+    warm_start: dict[str, Any] | None = None  # how the weights were initialised (warm or cold, why)
 
 
 def _checkpoint(
@@ -176,6 +181,7 @@ def _checkpoint(
         "history": list(p.history),
         "resumed_from": list(p.resumed_from),
         "config": cfg.__dict__,
+        **({"warm_start": p.warm_start} if p.warm_start is not None else {}),
     }
 
 
@@ -192,25 +198,36 @@ def _restore(ckpt: dict[str, Any], model: torch.nn.Module, opt: torch.optim.Opti
         stopped=bool(ckpt["stopped"]),
         history=list(ckpt["history"]),
         resumed_from=[*ckpt.get("resumed_from", []), int(ckpt["epoch"])],
+        warm_start=ckpt.get("warm_start"),
     )
 
 
 def train(cfg: TrainConfig, data: TrainData, ctx: WorkerContext) -> dict[str, Any]:
     """Train ``cfg.model`` with early stopping on the valid metric (rank 0 decides).
 
-    Continues from ``ctx.latest_checkpoint()`` when there is one. Returns (on every
-    rank) a summary; rank 0 reports the final checkpoint (best weights, history).
+    Continues from ``ctx.latest_checkpoint()`` when there is one; else, with
+    ``cfg.warm_start``, starts from the previous snapshot's weights mapped by raw id (cold,
+    saying why, when they do not fit). Returns (on every rank) a summary; rank 0 reports
+    the final checkpoint (best weights, history).
     """
     device = torch.device(cfg.device)
     torch.manual_seed(cfg.seed)  # same initial weights on every worker
     model = build_model(cfg.model, data, cfg.hparams)
+    ckpt = ctx.latest_checkpoint()
+    warm: dict[str, Any] | None = None
+    if ckpt is None and cfg.warm_start is not None:
+        try:
+            warm = apply(model, data, cfg.warm_start)
+        except WarmStartError as e:
+            warm = cold_report(f"the previous checkpoint cannot seed this run: {e}")
+            if ctx.rank == 0:
+                log.warning("%s: training cold: %s", cfg.model, warm["reason"])
     move_to_device(model, device)
     # Fused Adam: one pass per step instead of ~10 kernels per parameter; it dominates on
     # CPU for models with trainable feature tables (FREEDOM's epoch: -30%). Same update rule.
     fused = device.type in ("cpu", "cuda")
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, fused=fused)
-    ckpt = ctx.latest_checkpoint()
-    p = _restore(ckpt, model, opt) if ckpt is not None else _Progress()
+    p = _restore(ckpt, model, opt) if ckpt is not None else _Progress(warm_start=warm)
     if ckpt is not None and ctx.rank == 0:
         log.info(
             "%s: resuming after epoch %d (best %.4f at %d)",

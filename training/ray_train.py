@@ -9,6 +9,11 @@ starts that folder afresh. The run name ends in a digest of the data fingerprint
 stage's ``data_fingerprint``: split hash, row counts, feature cache keys), so after a
 re-ingest of other data ``--resume`` starts fresh, saying so, instead of continuing
 another dataset's checkpoint.
+
+A warm-started run (``cfg.warm_start``) hands its workers only the previous checkpoint's
+path and the id tables' paths (plain strings in the train-loop config); each worker loads
+the checkpoint with ``weights_only=True`` and maps it itself (``training.warm_start``).
+A restarted worker group continues from Ray's latest checkpoint instead.
 """
 
 from __future__ import annotations
@@ -106,6 +111,8 @@ def ensure_ray(ray_params: RayParams) -> None:
 def config_name(cfg: TrainConfig) -> str:
     """``<model>-<hash of the settings that shape the trajectory>``."""
     keyed = {k: v for k, v in cfg.__dict__.items() if k not in _RESUMABLE_CHANGES}
+    if keyed.get("warm_start") is None:
+        keyed.pop("warm_start", None)  # cold runs keep the names they had before warm starts existed
     digest = hashlib.sha256(json.dumps(keyed, sort_keys=True, default=str).encode()).hexdigest()
     return f"{cfg.model}-{digest[:10]}"
 

@@ -5,9 +5,12 @@ Data in, data out (no store paths). Two quantisers:
 * **RQ-KMeans** (GRID / OneRec): per level, k-means++ initialisation and Lloyd iterations
   on the L2-normalised residual (the input vectors are normalised, and each level's residual
   is normalised before it is clustered; rows whose residual is zero are left out of the fit
-  and only assigned). No training; seeded and deterministic (same input
-  and seed give the same codes bit for bit). Distances are computed in row chunks, so memory
-  is O(chunk x K), never items x items.
+  and only assigned). ``balanced`` swaps Lloyd's nearest-centre step for OneRec's balanced
+  k-means (every code takes N / K items at fit time), which keeps code use near uniform:
+  plain k-means on 1,682 ML-100K titles gives a level-1 perplexity anywhere in 177-196 by
+  seed (of 256), balanced ~255. No training; seeded and deterministic (same input and seed
+  give the same codes bit for bit). Distances are computed in row chunks (balanced: blocks
+  of centres), so memory is O(chunk x K) or O(N x block), never items x items.
 * **RQ-VAE** (TIGER): an MLP encoder to a small latent, ``levels`` residual codebooks
   (initialised by k-means on the first batch's residuals), the straight-through estimator,
   loss = reconstruction + codebook + commitment, dead-code restarts, an MLP decoder.
@@ -30,6 +33,8 @@ import numpy as np
 
 CHUNK = 4096
 EPS = 1e-12
+ZERO_RESIDUAL = 1e-6  # a residual this short is float noise of a duplicate: kept zero, not normalised
+CENTRE_BLOCK = 32  # balanced k-means: centres whose distance columns are computed at once
 LETTERS = "abcdefghijklmnopqrstuvwxyz"
 SINKHORN_EPSILON = 0.003
 SINKHORN_ROUNDS = 20
@@ -43,6 +48,18 @@ def l2_normalize(x: np.ndarray) -> np.ndarray:
     x = np.asarray(x, dtype=np.float32)
     n = np.linalg.norm(x, axis=1, keepdims=True)
     return (x / np.maximum(n, EPS)).astype(np.float32, copy=False)
+
+
+def unit_residual(r: np.ndarray) -> np.ndarray:
+    """Residual rows scaled to unit norm; rows shorter than ``ZERO_RESIDUAL`` become zero.
+
+    Normalising a near-zero residual (an item whose identical-text twin differs only by
+    float noise of batching) would blow the noise up to a random unit direction and give
+    the twins different codes by chance; zero rows share the same code instead.
+    """
+    r = np.asarray(r, dtype=np.float32)
+    n = np.linalg.norm(r, axis=1, keepdims=True)
+    return np.where(n > ZERO_RESIDUAL, r / np.maximum(n, EPS), 0.0).astype(np.float32, copy=False)
 
 
 def _sq_norms(c: np.ndarray) -> np.ndarray:
@@ -132,26 +149,108 @@ def kmeans(
     return centers.astype(np.float32), labels
 
 
+def balanced_assign(
+    u: np.ndarray, w: np.ndarray, centers: np.ndarray, block: int = CENTRE_BLOCK
+) -> np.ndarray:
+    """OneRec's balanced assignment: centre j in turn takes its nearest still-free rows until
+    it holds its share ((j+1) W / K - j W / K of the total weight W); rows left over (only
+    when weights overshoot) go to their nearest centre. Rows are unique vectors with
+    multiplicity ``w``, so identical items always share a code. Memory O(N x ``block``)."""
+    n, k = len(u), len(centers)
+    total = int(w.sum())
+    labels = np.full(n, -1, dtype=np.int32)
+    free = np.ones(n, dtype=bool)
+    un = _sq_norms(u)
+    taken = 0
+    for b in range(0, k, block):
+        cb = centers[b : b + block]
+        dist = un[:, None] - 2.0 * (u @ cb.T) + _sq_norms(cb)[None, :]
+        for j in range(len(cb)):
+            target = ((b + j + 1) * total) // k - taken
+            n_free = int(free.sum())
+            if target <= 0 or n_free == 0:
+                continue
+            d = np.where(free, dist[:, j], np.inf)
+            m = min(target, n_free)
+            idx = np.argpartition(d, m - 1)[:m] if m < n else np.arange(n)
+            idx = idx[np.lexsort((idx, d[idx]))]  # by distance, ties by row: deterministic
+            cut = int(np.searchsorted(np.cumsum(w[idx]), target)) + 1
+            take = idx[:cut]
+            labels[take] = b + j
+            free[take] = False
+            taken += int(w[take].sum())
+    if free.any():
+        labels[free] = nearest(u[free], centers)[0]
+    return labels
+
+
+def balanced_kmeans(
+    x: np.ndarray, k: int, *, iters: int, seed: int, block: int = CENTRE_BLOCK
+) -> tuple[np.ndarray, np.ndarray]:
+    """Balanced k-means (OneRec): (centres (k, d) float32, labels (n,) int32) where every
+    label holds about n / k rows. k-means++ seeding on the distinct rows, then balanced
+    assignment and (multiplicity-weighted) mean updates until the labels stop changing."""
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    u, inverse, w = np.unique(x, axis=0, return_inverse=True, return_counts=True)
+    inverse = inverse.reshape(-1)
+    rng = np.random.default_rng(seed)
+    centers = kmeans_pp(u, min(k, len(u)), rng)
+    if len(centers) < k:  # fewer distinct rows than codes: the rest repeat (and stay unused)
+        centers = np.vstack([centers, centers[rng.integers(len(centers), size=k - len(centers))]])
+    labels = balanced_assign(u, w, centers, block)
+    for _ in range(iters):
+        sums = np.zeros((k, u.shape[1]), dtype=np.float64)
+        np.add.at(sums, labels, u.astype(np.float64) * w[:, None])
+        counts = np.bincount(labels, weights=w, minlength=k)
+        centers = np.where((counts > 0)[:, None], sums / np.maximum(counts, 1)[:, None], centers).astype(
+            np.float32
+        )
+        new = balanced_assign(u, w, centers, block)
+        if np.array_equal(new, labels):
+            break
+        labels = new
+    return centers, labels[inverse]
+
+
 # ------------------------------------------------------------------------------ RQ-KMeans
 
 
 def rq_kmeans_fit(
-    x: np.ndarray, *, levels: int, codebook_size: int, seed: int, iters: int, chunk: int = CHUNK
+    x: np.ndarray,
+    *,
+    levels: int,
+    codebook_size: int,
+    seed: int,
+    iters: int,
+    balanced: bool = False,
+    chunk: int = CHUNK,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Fit ``levels`` codebooks on the normalised residuals: (codebooks (L, K, d), codes (n, L))."""
+    """Fit ``levels`` codebooks on the normalised residuals: (codebooks (L, K, d), codes (n, L)).
+
+    Plain: each level's codes are the nearest centres. ``balanced``: the fit's balanced
+    labels (so ``rq_kmeans_encode`` of the same rows may differ for the ~5 % placed off
+    their nearest centre; new rows are assigned to the nearest centre)."""
     r = l2_normalize(x)
     books, codes = [], []
     for level in range(levels):
         # Rows already on a centre (zero residual: singletons, duplicates) carry nothing to
         # cluster; left in, the zero vector becomes a centre at distance 1 from every unit
         # row (others sit near sqrt(2)) and swallows the level (ML-100K level 2: perplexity 5).
-        live = np.linalg.norm(r, axis=1) > 1e-6
+        live = np.linalg.norm(r, axis=1) > ZERO_RESIDUAL
         fit_rows = r[live] if live.any() else r
-        c, _ = kmeans(fit_rows, codebook_size, iters=iters, seed=seed + 7919 * level, chunk=chunk)
-        lab, _ = nearest(r, c, chunk)
+        level_seed = seed + 7919 * level
+        if balanced and live.any():
+            c, fit_labels = balanced_kmeans(fit_rows, codebook_size, iters=iters, seed=level_seed)
+            lab = np.empty(len(r), dtype=np.int32)
+            lab[live] = fit_labels
+            if not live.all():
+                lab[~live] = nearest(r[~live], c, chunk)[0]
+        else:
+            c, _ = kmeans(fit_rows, codebook_size, iters=iters, seed=level_seed, chunk=chunk)
+            lab, _ = nearest(r, c, chunk)
         books.append(c)
         codes.append(lab)
-        r = l2_normalize(r - c[lab])
+        r = unit_residual(r - c[lab])
     return np.stack(books), np.stack(codes, axis=1).astype(np.int32)
 
 
@@ -165,8 +264,18 @@ def level_inputs(
         lab, _ = nearest(r, c, chunk)
         inputs.append(r)
         codes.append(lab)
-        r = l2_normalize(r - c[lab])
+        r = unit_residual(r - c[lab])
     return inputs, np.stack(codes, axis=1).astype(np.int32)
+
+
+def coded_inputs(x: np.ndarray, codebooks: np.ndarray, codes: np.ndarray) -> list[np.ndarray]:
+    """The normalised residual each level quantised, following the given codes (a balanced fit's)."""
+    r = l2_normalize(x)
+    inputs = []
+    for level, c in enumerate(codebooks):
+        inputs.append(r)
+        r = unit_residual(r - c[codes[:, level]])
+    return inputs
 
 
 def rq_kmeans_encode(x: np.ndarray, codebooks: np.ndarray, chunk: int = CHUNK) -> np.ndarray:
@@ -567,6 +676,7 @@ def fit(
     seed: int,
     kmeans_iters: int,
     collisions: str = "suffix",
+    balanced: bool = False,
     rq_vae: dict[str, Any] | None = None,
     chunk: int = CHUNK,
 ) -> tuple[Quantizer, np.ndarray]:
@@ -576,9 +686,15 @@ def fit(
     state = None
     if method == "rq_kmeans":
         books, codes = rq_kmeans_fit(
-            x, levels=levels, codebook_size=codebook_size, seed=seed, iters=kmeans_iters, chunk=chunk
+            x,
+            levels=levels,
+            codebook_size=codebook_size,
+            seed=seed,
+            iters=kmeans_iters,
+            balanced=balanced,
+            chunk=chunk,
         )
-        inputs = level_inputs(x, books, chunk)[0] if collisions == "sinkhorn" else []
+        inputs = coded_inputs(x, books, codes) if collisions == "sinkhorn" else []
     elif method == "rq_vae":
         state, books, history = train_rq_vae(
             x,

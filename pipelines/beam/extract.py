@@ -52,6 +52,7 @@ from pipelines.config import BeamParams, ExtractParams, FeatureSpec, feature_inp
 
 log = logging.getLogger(__name__)
 INPUT_COLUMNS = {"image": ["image_path"], "item_id": []}
+EPOCH = "1970-01-01T00:00:00+00:00"  # the data time of an items table that states none
 
 
 @dataclass(frozen=True)
@@ -232,7 +233,8 @@ class FeatureJob:
 
     @property
     def event_ts(self) -> dt.datetime:
-        return dt.datetime.fromisoformat(self.items_manifest["created"])
+        """The items table's data time (never the clock: same inputs, same bytes)."""
+        return dt.datetime.fromisoformat(self.items_manifest.get("created", EPOCH))
 
 
 def plan_job(
@@ -430,7 +432,7 @@ def extract_feature(job: FeatureJob, paths: FeaturePaths, ex: ExtractParams) -> 
                 "previous_rows": previous_rows(job.previous) if job.previous else 0,
             },
             stats=stats,
-            inputs={"items": {k: job.items_manifest[k] for k in ("row_count", "created")}},
+            inputs={"items": {k: job.items_manifest.get(k) for k in ("row_count", "created")}},
             event_timestamp=job.event_ts.isoformat(),
             beam={
                 "runner": str(job.options.view_as(StandardOptions).runner),
@@ -438,7 +440,6 @@ def extract_feature(job: FeatureJob, paths: FeaturePaths, ex: ExtractParams) -> 
                 "local_workers": local_workers(job.options),
                 "torch_threads": job.threads,
             },
-            seconds=round(time.time() - t0, 2),
         )
         write_manifest(tmp, manifest)
         write_manifest(rej_tmp, base_manifest(f"{name}_rejects", schemas.FEATURE_REJECTS, rejected_rows))

@@ -340,7 +340,9 @@ class EmbedBatch(beam.DoFn):
                 embeddings_to_arrow(np.concatenate(parts)),
                 pa.array([p.content_hash for p in done], pa.string()),
                 pa.array(np.full(n, self.event_ts_us, dtype=np.int64), ts),
-                pa.array(np.full(n, int(time.time() * 1e6), dtype=np.int64), ts),
+                # created: the data time of the snapshot that computed the vector (reused rows
+                # keep theirs); never the clock, so the same inputs give the same bytes.
+                pa.array(np.full(n, self.event_ts_us, dtype=np.int64), ts),
             ],
             schema=self.schema,
         )

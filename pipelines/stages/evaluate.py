@@ -10,13 +10,13 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-from training.checkpoint import load_model
 
 from evaluation.metrics import evaluate, rank
 from evaluation.significance import compare_models
 from pipelines.config import Config
 from pipelines.layout import Layout
 from pipelines.stages.common import load_data
+from training.checkpoint import load_model
 
 log = logging.getLogger(__name__)
 

@@ -55,10 +55,11 @@ def run(config: Config, layout: Layout) -> dict[str, Any]:
     )
     user_ids = read_table(layout.users(), ["user_id"]).column("user_id").to_pylist()
     item_ids = read_table(layout.items(), ["item_id"]).column("item_id").to_pylist()
-    # Event time of the exported rows: when the interactions they were trained on were published.
+    # Event time of the exported rows: the data time of the interactions they were trained on.
     from datetime import datetime
 
-    now_us = int(datetime.fromisoformat(read_manifest(layout.interactions())["created"]).timestamp() * 1e6)
+    created = read_manifest(layout.interactions()).get("created", "1970-01-01T00:00:00+00:00")
+    now_us = int(datetime.fromisoformat(created).timestamp() * 1e6)
     item_arr = np.asarray(item_ids, dtype=object)
     user_arr = np.asarray(user_ids, dtype=object)
     summary = {}

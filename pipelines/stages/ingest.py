@@ -7,9 +7,12 @@ the split statistics go to ``reports/ingest.json`` (a DVC metric).
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import json
 import logging
 from typing import Any
+
+import polars as pl
 
 from features import schemas
 from features.store import fingerprint_file, write_table
@@ -41,13 +44,28 @@ def read_raw(config: Config) -> RawData:
     return raw
 
 
+def data_time(interactions: pl.DataFrame) -> str:
+    """The data's own time: its latest interaction timestamp (the epoch when the log has
+    none). Tables carry this, never the clock, so the same inputs give the same bytes; a
+    run's wall-clock times are in its run manifest."""
+    ts = interactions.get_column("timestamp").max() if "timestamp" in interactions.columns else None
+    seconds = int(ts) if ts is not None else 0
+    return dt.datetime.fromtimestamp(seconds, dt.UTC).isoformat()
+
+
 def run(config: Config, layout: Layout) -> dict[str, Any]:
     ing = config.effective_ingest()
     raw = read_raw(config)
     out = ingest(raw, **ingest_kwargs(ing, config.seed))
     data = config.data
     inputs = {str(p): fingerprint_file(p) for p in raw.inputs if p.is_file()}
-    common = {"inputs": inputs, "source": data.source, "profile": data.profile, "format": raw.facts}
+    common = {
+        "inputs": inputs,
+        "source": data.source,
+        "profile": data.profile,
+        "format": raw.facts,
+        "created": data_time(out["interactions"]),
+    }
     write_table(layout.items(write=True), out["items"].to_arrow(), schemas.ITEMS, **common)
     write_table(layout.users(write=True), out["users"].to_arrow(), schemas.USERS, **common)
     write_table(

@@ -106,8 +106,7 @@ def source_fingerprint(source: str, manifest: dict[str, Any], dim: int) -> dict[
 def table_params(t: SemanticIdTable, seed: int) -> dict[str, Any]:
     p = t.model_dump(exclude={"refit"})
     p["seed"] = seed
-    if t.method != "rq_vae":
-        p.pop("rq_vae")
+    p.pop("rq_vae" if t.method != "rq_vae" else "balanced")  # what the other method ignores
     return p
 
 
@@ -194,6 +193,7 @@ def build_one(config: Config, layout: Layout, name: str, t: SemanticIdTable) -> 
             seed=seed,
             kmeans_iters=t.kmeans_iters,
             collisions=t.collisions,
+            balanced=t.balanced,
             rq_vae=t.rq_vae.model_dump() if t.method == "rq_vae" else None,
         )
         prev_suffix = None
@@ -257,7 +257,6 @@ def build_one(config: Config, layout: Layout, name: str, t: SemanticIdTable) -> 
             "kept": kept,
             "assigned": n - kept,
         },
-        seconds=round(time.time() - t0, 2),
         **extra,
     )
     with publish(out_path) as tmp:
@@ -279,7 +278,7 @@ def build_one(config: Config, layout: Layout, name: str, t: SemanticIdTable) -> 
         quality["perplexity"],
         quality["largest_group"],
         reason if prev is not None else f"fitted ({reason})",
-        manifest["seconds"],
+        time.time() - t0,
     )
     return {
         "rows": n,

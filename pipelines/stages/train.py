@@ -5,10 +5,17 @@ Per model: every configuration of its grid (``training.selection``) with every s
 seed's checkpoint is saved as ``models/<name>/model.pt`` and its test metrics (mean and
 std over seeds) go to ``models/<name>/selection.json``. The default params are one
 configuration and one seed, i.e. one run per model.
+
+With ``train.warm_start.enabled`` a run whose model and hyper-parameters match the
+previous snapshot's ``models/<name>/model.pt`` starts from those weights (rows mapped by
+raw id, ``training.warm_start``) with the warm budget's epochs and patience; any other run
+trains cold and the log says why. ``model.pt`` records the raw ids it was trained on, and
+``selection.json`` and the train summary whether each run was warm or cold.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import time
@@ -25,6 +32,7 @@ from training.data import TrainData, load_train_data
 from training.loop import LocalContext, TrainConfig, train
 from training.models.base import model_class
 from training.selection import ConfigResult, aggregate, choose, expand_grid, make_config, seeds_of
+from training.warm_start import checkpoint_extras, cold_report, describe, plan
 
 log = logging.getLogger(__name__)
 
@@ -100,6 +108,30 @@ def _metrics_of(state: dict[str, Any], name: str, data: TrainData, cfg: TrainCon
     return out
 
 
+def warm_or_cold(
+    cfg: TrainConfig, config: Config, layout: Layout, features: list[str]
+) -> tuple[TrainConfig, str]:
+    """``cfg`` set to warm-start from the previous snapshot's checkpoint (with the warm
+    budget's epochs and patience) when ``train.warm_start`` allows it; else ``cfg`` and the
+    reason it trains cold."""
+    ws = config.train.warm_start
+    if not ws.enabled:
+        return cfg, "train.warm_start.enabled is false"
+    decision = plan(
+        layout.checkpoint(cfg.model),
+        model=cfg.model,
+        hparams=cfg.hparams,
+        features=features,
+        users=layout.users(),
+        items=layout.items(),
+        init=ws.init,
+        content_k=ws.content_k,
+    )
+    if not decision.warm:
+        return cfg, decision.reason
+    return dataclasses.replace(cfg, warm_start=decision.spec, epochs=ws.epochs, patience=ws.patience), ""
+
+
 def select_model(name: str, config: Config, cache: _DataCache) -> tuple[dict[str, Any], dict[str, Any]]:
     """Grid x seeds for one model: (state of the saved run, selection report)."""
     tp = config.train
@@ -108,12 +140,22 @@ def select_model(name: str, config: Config, cache: _DataCache) -> tuple[dict[str
     configs, seeds = expand_grid(tp.section(name)), seeds_of(tp)
     best: ConfigResult | None = None
     results: list[ConfigResult] = []
+    starts: list[dict[str, Any]] = []
     for i, grid_point in enumerate(configs):
         res = ConfigResult(config=grid_point)
         for seed in seeds:
-            cfg = make_config(base, grid_point, seed)
+            cfg, cold_reason = warm_or_cold(
+                make_config(base, grid_point, seed), config, cache.layout, features
+            )
             log.info("train %s: config %d/%d %s, seed %d", name, i + 1, len(configs), grid_point, seed)
+            if cfg.warm_start is None and tp.warm_start.enabled:
+                log.info("train %s: training cold: %s", name, cold_reason)
             state = train_config(cfg, config, features, cache)
+            start = state.get("warm_start") or cold_report(cold_reason)
+            state["warm_start"] = start
+            if start["mode"] == "warm" or tp.warm_start.enabled:
+                log.info("train %s: %s", name, describe(start))
+            starts.append({"config": i, "seed": seed, **{k: v for k, v in start.items() if k != "tables"}})
             res.seeds.append(seed)
             res.valid.append(float(state["best_valid"]))
             res.best_epochs.append(int(state["best_epoch"]))
@@ -141,11 +183,15 @@ def select_model(name: str, config: Config, cache: _DataCache) -> tuple[dict[str
         "valid": aggregate([m["valid"] for m in per_seed]),
         "test": aggregate([m["test"] for m in per_seed]),
         "test_per_seed": [{k: v for k, v in m["test"].items()} for m in per_seed],
+        "warm_start": best.states[best.best_seed_index()]["warm_start"],
+        "warm_start_runs": starts,
     }
     return best.states[best.best_seed_index()], report
 
 
-def _write_outputs(name: str, state: dict[str, Any], report: dict[str, Any], layout: Layout) -> None:
+def _write_outputs(
+    name: str, state: dict[str, Any], report: dict[str, Any], layout: Layout, extras: dict[str, Any]
+) -> None:
     out = layout.model_dir(name, write=True)
     out.mkdir(parents=True, exist_ok=True)
     save_checkpoint(
@@ -154,6 +200,7 @@ def _write_outputs(name: str, state: dict[str, Any], report: dict[str, Any], lay
         config=state["config"],
         best_epoch=state["best_epoch"],
         best_valid=state["best_valid"],
+        **extras,
     )
     curves_dir = layout.curves(write=True)
     history = state["history"]
@@ -180,11 +227,20 @@ def run(config: Config, layout: Layout) -> dict[str, Any]:
         model_class(name)  # unknown names fail before any training starts
         expand_grid(config.train.section(name))  # and so do malformed grids
     seeds_of(config.train)
+    split = config.effective_ingest().split.method
+    if config.train.warm_start.enabled and split == "random_ratio":
+        log.warning(
+            "train.warm_start with ingest.split.method random_ratio: the split is redrawn each "
+            "snapshot, so a warm-started model may have trained on this snapshot's valid/test rows "
+            "(optimistic metrics); a temporal or labels split keeps them apart"
+        )
     cache = _DataCache(layout)
     for name in names:
         t0 = time.time()
         state, report = select_model(name, config, cache)
-        _write_outputs(name, state, report, layout)
+        features = model_features(name, config)
+        extras = checkpoint_extras(layout.users(), layout.items(), cache.get(features), features)
+        _write_outputs(name, state, report, layout, extras)
         history = state["history"]
         epochs = len(history)
         summary[name] = {
@@ -198,6 +254,7 @@ def run(config: Config, layout: Layout) -> dict[str, Any]:
             "chosen_config": report["chosen_config"],
             "test_mean": {k: round(v["mean"], 6) for k, v in report["test"].items()},
             "test_std": {k: round(v["std"], 6) for k, v in report["test"].items()},
+            "warm_start": {k: v for k, v in state["warm_start"].items() if k != "tables"},
         }
         log.info(
             "train %s: chose %s (valid %s %.4f over %d seed(s)); test recall@20 %s",

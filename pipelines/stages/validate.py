@@ -17,6 +17,7 @@ from features.errors import PlatformError
 from features.store import read_manifest
 from pipelines.config import Config, Thresholds
 from pipelines.layout import Layout
+from pipelines.runs import Lineage
 from pipelines.stages.semantic_ids import published as semantic_id_tables
 from validation.data_docs import failure_summary, write_report
 from validation.drift import DriftOutcome, drift, skipped, summary_lines
@@ -139,8 +140,21 @@ def run_tables(
     return outcomes, drifts
 
 
+def _table_path(layout: Layout, name: str) -> Path:
+    kind, _, rest = name.partition("/")
+    by_kind = {"features": layout.feature, "graphs": layout.graph, "semantic_ids": layout.semantic_ids}
+    return by_kind[kind](rest) if rest else getattr(layout, kind)()
+
+
 def run(config: Config, layout: Layout, tables: list[str] | None = None) -> dict[str, Any]:
-    """Run the suites (and drift) selected by ``tables``; write the report; raise on failure."""
+    """Run the suites (and drift) selected by ``tables``; write the report; raise on failure.
+
+    First the lineage: the tables validated (and then trained on) must be the ones their
+    runs recorded, built from the inputs now in the store — not a table left by a killed
+    run, nor features of another catalog version (``pipelines.runs``)."""
+    consumed = [_table_path(layout, name) for name, _ in plan(config, layout, tables)]
+    Lineage(layout.store, layout.runs_root).require_consistent(consumed)
+    log.info("validate: lineage of %d table(s) consistent", len(consumed))
     outcomes, drifts = run_tables(config, layout, tables)
     out_dir = layout.validation(write=True)
     summary = write_report(outcomes, out_dir, drifts)
