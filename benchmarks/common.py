@@ -18,11 +18,12 @@ import copy
 import json
 import os
 import resource
+import statistics
 import subprocess
 import sys
 import time
 import types
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -202,15 +203,18 @@ def prepare_store(config: Config, layout: Layout, *, fresh: bool = False) -> dic
     return summary
 
 
-def stage_run(config: Config, store: Layout, dataset: str, seed: int, **extra: Any) -> dict[str, Any]:
+def stage_run(
+    config: Config, store: Layout, dataset: str, seed: int, run_name: str | None = None, **extra: Any
+) -> dict[str, Any]:
     """The one model of ``config`` through the train and evaluate stages, its models and
-    reports in ``<work>/runs/<model>-seed<seed>``; returns the run's record (``extra``
-    after its hyper-parameters)."""
+    reports in ``<work>/runs/<run_name or model-seed<seed>>``; returns the run's record
+    (``extra`` after its hyper-parameters; ``run_dir``; Matryoshka models' per-prefix test
+    metrics as ``prefixes``)."""
     from pipelines.layout import Layout
     from pipelines.stages import evaluate, train
 
     (model,) = config.train.models
-    run_dir = store.store.parent / "runs" / f"{model}-seed{seed}"
+    run_dir = store.store.parent / "runs" / (run_name or f"{model}-seed{seed}")
     layout = Layout(store=store.store, models=run_dir / "models", reports=run_dir)
     t0 = time.time()
     summary = train.run(config, layout)[model]
@@ -232,6 +236,8 @@ def stage_run(config: Config, store: Layout, dataset: str, seed: int, **extra: A
         "train_seconds_per_epoch": round(sum(r["train_seconds"] for r in history) / max(1, epochs), 3),
         "seconds_per_epoch": round(sum(r["seconds"] for r in history) / max(1, epochs), 3),
         "wall_seconds": round(train_s, 1),
+        **({"prefixes": metrics["prefixes"]} if "prefixes" in metrics else {}),
+        "run_dir": str(run_dir),
     }
 
 
@@ -288,6 +294,46 @@ def stat(values: list[float]) -> dict[str, float]:
     mean = sum(values) / n
     std = (sum((v - mean) ** 2 for v in values) / (n - 1)) ** 0.5 if n > 1 else 0.0
     return {"mean": round(float(mean), 5), "std": round(float(std), 5)}
+
+
+def interleave(
+    a: Callable[[], dict[str, Any]],
+    b: Callable[[], dict[str, Any]],
+    *,
+    key: str,
+    rounds: int = 3,
+    names: tuple[str, str] = ("a", "b"),
+    log: Callable[[str], None] | None = print,
+) -> dict[str, Any]:
+    """Run two sides alternately (A B A B ...) for ``rounds`` rounds and compare ``key`` of
+    their results: the ratio a/b per round, its median and spread (min, max). On a shared
+    machine the load moves between runs; alternating lets both sides see the same load, and
+    the spread says how much the figure can be trusted."""
+    if rounds < 1:
+        raise ValueError(f"rounds: expected at least 1, got {rounds}")
+    runs: dict[str, list[dict[str, Any]]] = {names[0]: [], names[1]: []}
+    ratios = []
+    for r in range(rounds):
+        for name, side in zip(names, (a, b), strict=True):
+            runs[name].append(side())
+            if log:
+                log(f"[round {r + 1}/{rounds}] {name}: {key} = {runs[name][-1][key]:.4g}")
+        ratios.append(runs[names[0]][-1][key] / runs[names[1]][-1][key])
+    med = statistics.median(ratios)
+    return {
+        "rounds": rounds,
+        "order": "alternating " + " ".join(names * min(rounds, 2)) + (" ..." if rounds > 2 else ""),
+        "key": key,
+        f"ratio_{names[0]}_over_{names[1]}": {
+            "median": round(med, 4),
+            "min": round(min(ratios), 4),
+            "max": round(max(ratios), 4),
+            "spread": round(max(ratios) - min(ratios), 4),
+            "per_round": [round(x, 4) for x in ratios],
+        },
+        "median": {n: round(statistics.median(x[key] for x in v), 4) for n, v in runs.items()},
+        "runs": runs,
+    }
 
 
 def side_summary(rs: list[dict[str, Any]]) -> dict[str, Any]:

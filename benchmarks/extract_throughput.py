@@ -11,7 +11,10 @@ offline; the compute is the same as with real weights) it times, at one fixed ba
 - ``pipeline``: ``pipelines.beam.extract.extract_feature`` end to end (Beam start-up, Parquet
   read, hashing, model load in the worker, encode, Parquet write, manifest).
 
-Both include loading the model once, so ``ratio = pipeline / raw`` is the price of Beam.
+Both include loading the model once, so ``ratio`` (pipeline items/s over raw items/s, the
+median over ``--rounds`` rounds run alternately: pipeline, raw, pipeline, raw, ...; with
+the spread of the per-round ratios) is the price of Beam. The plain loop uses the same
+batch size, torch threads, item order and input limits as the in-memory pipeline.
 Peak RSS (the pipeline process plus any Beam worker processes, polled) is measured in a
 subprocess on synthetic text catalogs of each ``--rss-sizes`` size; it must not follow
 the catalog size. Run on an idle machine: the load average is recorded with the figures.
@@ -134,16 +137,27 @@ def extract_params(spec: dict[str, Any], batch: int, mode: str, workers: int) ->
     })  # fmt: skip
 
 
-def raw_loop(spec: dict[str, Any], rows: list[dict[str, Any]], batch: int) -> dict[str, float]:
-    """Build + load the encoder, then prepare and encode the items batch by batch in a plain loop."""
+def raw_loop(
+    spec: dict[str, Any], rows: list[dict[str, Any]], batch: int, image_root: Path | None = None
+) -> dict[str, float]:
+    """Build + load the encoder, then prepare and encode the items batch by batch in a plain
+    loop, matched to the in-memory pipeline: the same batch size, the same torch threads
+    (``torch_threads`` of the same params), the items in the same order (the items table's,
+    which the in-memory runner keeps: no reshuffle for one worker) and the same input
+    limits (text separator and cut, image root, size and format checks)."""
     import torch
 
     from features.encoders import build_encoder
     from features.inputs import Rejected, decode_image, prepare_text, read_image_bytes
-    from pipelines.beam.extract import cpu_count, feature_plan
+    from pipelines.beam.extract import beam_options, feature_plan, image_limits, torch_threads
 
-    torch.set_num_threads(cpu_count())
-    feature = extract_params(spec, batch, "in_memory", 1).features["f"]
+    ex = extract_params(spec, batch, "in_memory", 1)
+    threads = torch_threads(ex.torch_threads, beam_options(ex.beam))
+    threads_before = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    limits = image_limits(ex, image_root)
+    feature = ex.features["f"]
     kind, enc_spec = feature_plan("f", feature, 0)
     t0, c0 = time.perf_counter(), time.process_time()
     enc = build_encoder(enc_spec)
@@ -154,17 +168,23 @@ def raw_loop(spec: dict[str, Any], rows: list[dict[str, Any]], batch: int) -> di
         inputs = []
         for r in rows[start : start + batch]:
             if kind == "text":
-                x = prepare_text(r, feature.fields)
+                x = prepare_text(
+                    r, feature.fields, separator=limits["text_separator"], max_chars=limits["max_text_chars"]
+                )
                 x = x if isinstance(x, Rejected) else x[0]
             else:
-                x = read_image_bytes(r["image_path"])
-                x = x if isinstance(x, Rejected) else decode_image(x)
+                x = read_image_bytes(r["image_path"], root=image_root, max_bytes=limits["max_image_bytes"])
+                if not isinstance(x, Rejected):
+                    x = decode_image(
+                        x, max_pixels=limits["max_image_pixels"], formats=limits["image_formats"]
+                    )
                 x = x if isinstance(x, Rejected) else x.image
             if not isinstance(x, Rejected):
                 inputs.append(x)
         enc.encode(inputs)
         done += len(inputs)
     total = time.perf_counter() - t0
+    torch.set_num_threads(threads_before)
     return {
         "items": done,
         "seconds": total,
@@ -172,10 +192,18 @@ def raw_loop(spec: dict[str, Any], rows: list[dict[str, Any]], batch: int) -> di
         "cpu_seconds": time.process_time() - c0,
         "load_s": t_load,
         "encode_only_items_per_s": done / (total - t_load),
+        "torch_threads": threads or threads_before,
     }
 
 
-def pipeline_run(store: Path, spec: dict[str, Any], batch: int, mode: str, workers: int) -> dict[str, float]:
+def pipeline_run(
+    store: Path,
+    spec: dict[str, Any],
+    batch: int,
+    mode: str,
+    workers: int,
+    image_root: Path | None = None,
+) -> dict[str, float]:
     """``extract_feature`` end to end. CPU time is this process only: meaningful for
     ``in_memory`` runs (every worker is a thread here), not for ``multi_processing``."""
     from pipelines.beam.extract import extract_feature, plan_job
@@ -185,7 +213,8 @@ def pipeline_run(store: Path, spec: dict[str, Any], batch: int, mode: str, worke
     ex = extract_params(spec, batch, mode, workers)
     t0, c0 = time.perf_counter(), time.process_time()
     paths = feature_paths(Layout(store=store), "f")
-    m = extract_feature(plan_job("f", ex.features["f"], paths=paths, ex=ex, seed=0), paths, ex)
+    job = plan_job("f", ex.features["f"], paths=paths, ex=ex, seed=0, image_root=image_root)
+    m = extract_feature(job, paths, ex)
     seconds = time.perf_counter() - t0
     n = m["counts"]["embedded"]
     return {
@@ -193,12 +222,8 @@ def pipeline_run(store: Path, spec: dict[str, Any], batch: int, mode: str, worke
         "seconds": seconds,
         "items_per_s": n / seconds,
         "cpu_seconds": time.process_time() - c0,
+        "torch_threads": job.threads,
     }
-
-
-def _best(runs: list[dict[str, float]]) -> dict[str, float]:
-    """The fastest of repeated runs: on a shared machine the slower ones measure the neighbours."""
-    return {k: round(v, 3) for k, v in max(runs, key=lambda r: r["items_per_s"]).items()}
 
 
 def compare(
@@ -208,38 +233,59 @@ def compare(
     spec: dict[str, Any],
     batch: int,
     modes: list[tuple[str, int]],
-    repeats: int,
+    rounds: int,
+    image_root: Path | None = None,
 ) -> dict[str, Any]:
-    """Raw loop and pipeline (each mode), interleaved ``repeats`` times; best run of each."""
-    raws: list[dict[str, float]] = []
-    runs: dict[str, list[dict[str, float]]] = {f"{m}x{w}": [] for m, w in modes}
-    for rep in range(repeats):
-        print(f"[{name} {rep + 1}/{repeats}] raw loop over {len(rows)} items, batch {batch} ...", flush=True)
-        raws.append(raw_loop(spec, rows, batch))
-        print(f"[{name}] raw {raws[-1]['items_per_s']:.1f} items/s", flush=True)
-        for mode, workers in modes:
-            label = f"{mode}x{workers}"
-            runs[label].append(pipeline_run(store, spec, batch, mode, workers))
-            print(f"[{name}] pipeline {label} {runs[label][-1]['items_per_s']:.1f} items/s", flush=True)
-    raw = _best(raws)
-    label = f"{modes[0][0]}x{modes[0][1]}"
-    first = _best(runs[label])
-    out = {
+    """Pipeline (each mode) and the plain loop run alternately (pipeline, raw, pipeline, raw,
+    ...) for ``rounds`` rounds; ``ratio`` is the median of the per-round throughput ratios
+    pipeline / raw, with their spread. The first mode is the headline figure."""
+    from benchmarks.common import interleave
+
+    out: dict[str, Any] = {
         "items": len(rows),
         "batch_size": batch,
         "encoder": spec["encoder"] + ":" + spec["model"],
-        "pipeline_mode": label,
-        "pipeline_items_per_s": round(first["items_per_s"], 2),
-        "raw_items_per_s": round(raw["items_per_s"], 2),
-        "ratio": round(first["items_per_s"] / raw["items_per_s"], 3),
-        "repeats": repeats,
-        "raw": raw,
-        "pipeline_modes": {k: _best(v) for k, v in runs.items()},
-        "all_runs": {"raw": [round(r["items_per_s"], 2) for r in raws]}
-        | {k: [round(r["items_per_s"], 2) for r in v] for k, v in runs.items()},
+        "rounds": rounds,
+        "modes": {},
     }
-    if modes[0][0] == "in_memory":  # CPU seconds per item: robust to neighbours, not to load time
-        out["cpu_ratio"] = round(raw["cpu_seconds"] / first["cpu_seconds"], 3)
+    for mode, workers in modes:
+        label = f"{mode}x{workers}"
+        print(
+            f"[{name}] {label} vs raw loop over {len(rows)} items, batch {batch}, {rounds} rounds", flush=True
+        )
+        cmp = interleave(
+            lambda mode=mode, workers=workers: pipeline_run(store, spec, batch, mode, workers, image_root),
+            lambda: raw_loop(spec, rows, batch, image_root),
+            key="items_per_s",
+            rounds=rounds,
+            names=("pipeline", "raw"),
+            log=lambda msg, label=label: print(f"[{name} {label}] {msg}", flush=True),
+        )
+        ratio = cmp["ratio_pipeline_over_raw"]
+        entry = {
+            "ratio": ratio["median"],
+            "ratio_spread": [ratio["min"], ratio["max"]],
+            "ratio_per_round": ratio["per_round"],
+            "pipeline_items_per_s_median": round(cmp["median"]["pipeline"], 2),
+            "raw_items_per_s_median": round(cmp["median"]["raw"], 2),
+            "order": cmp["order"],
+            "runs": {
+                k: [{m: round(v, 3) for m, v in r.items()} for r in rs] for k, rs in cmp["runs"].items()
+            },
+        }
+        if mode == "in_memory":  # CPU seconds per item: robust to neighbours, not to load time
+            cpu = [
+                r["cpu_seconds"] / p["cpu_seconds"]
+                for r, p in zip(cmp["runs"]["raw"], cmp["runs"]["pipeline"], strict=True)
+            ]
+            entry["cpu_ratio_median"] = round(float(np.median(cpu)), 3)
+        out["modes"][label] = entry
+    first = out["modes"][f"{modes[0][0]}x{modes[0][1]}"]
+    out |= {
+        "pipeline_mode": next(iter(out["modes"])),
+        "ratio": first["ratio"],
+        "ratio_spread": first["ratio_spread"],
+    }
     return out
 
 
@@ -314,7 +360,7 @@ def main() -> None:
         help="titles only (~8 tokens) in the RSS runs, so 100k items take minutes, not an hour",
     )
     ap.add_argument("--batch", type=int, default=64)
-    ap.add_argument("--repeats", type=int, default=1, help="interleaved raw/pipeline repeats; best of each")
+    ap.add_argument("--rounds", type=int, default=3, help="alternating pipeline/raw rounds (median ratio)")
     ap.add_argument(
         "--modes", default="in_memory:1", help="pipeline modes, e.g. in_memory:1,multi_processing:2"
     )
@@ -343,12 +389,13 @@ def main() -> None:
         if "text" not in skip:
             rows = text_rows(args.items)
             result["text"] = compare(
-                "text", write_store(tmp / "text", rows), rows, TEXT_SPEC, args.batch, modes, args.repeats
+                "text", write_store(tmp / "text", rows), rows, TEXT_SPEC, args.batch, modes, args.rounds
             )
         if "image" not in skip:
             rows = image_rows(tmp / "images", args.image_items)
+            store = write_store(tmp / "image", rows)
             result["image"] = compare(
-                "image", write_store(tmp / "image", rows), rows, IMAGE_SPEC, args.batch, modes, args.repeats
+                "image", store, rows, IMAGE_SPEC, args.batch, modes, args.rounds, (tmp / "images").resolve()
             )
             result["image"]["note"] = "ViT-B-32 with random weights (offline); same compute as pretrained"
         sizes = [int(s) for s in args.rss_sizes.split(",") if s] if "rss" not in skip else []

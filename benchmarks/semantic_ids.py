@@ -2,8 +2,8 @@
 
 For each dataset the text feature is extracted by the pipeline's own stages (ingest ->
 extract, MiniLM over the store's title + description fields: ML-100K "title. year.
-genres" -- the benchmark maps the RecBole ``release_year`` column into the title, which
-``benchmarks/profiles.yaml`` leaves out --, DBbook titles), then quantised at the
+genres" -- the benchmark puts the RecBole ``release_year`` column before the genres in
+the description, which ``benchmarks/profiles.yaml`` leaves out --, DBbook titles), then quantised at the
 params.yaml defaults (3 x 256, balanced k-means):
 
 * RQ-KMeans: collision rate before / after the suffix, codebook use and perplexity per
@@ -44,8 +44,9 @@ DEFAULT_OUT = RESULTS / "semantic_ids.json"
 TEXT = "text_minilm"
 FIELDS = ["title", "description"]
 # Per-profile adapter overrides of the text the benchmark embeds (the issue's probe: ML-100K
-# title + year + genres; the profile maps title <- movie_title only).
-TEXT_COLUMNS: dict[str, dict[str, Any]] = {"ml100k": {"title": ["movie_title", "release_year"]}}
+# title + year + genres; the profile maps description <- class only; the adapter's title
+# takes one field, its description joins a list with ". ").
+TEXT_COLUMNS: dict[str, dict[str, Any]] = {"ml100k": {"description": ["release_year", "class"]}}
 TARGETS = {
     "ml100k": {"rq_kmeans": "collisions <= 1.2% before suffix, 0 after, use 1.0, perplexity >= 190, < 30 s"},
     "dbbook": {"rq_kmeans": "collisions <= 6%, largest group <= 27"},

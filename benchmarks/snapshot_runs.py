@@ -33,7 +33,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import PARAMS, RESULTS, bench_config, quiet_logs, write_json
+from benchmarks.common import PARAMS, RESULTS, bench_config, quiet_logs, skip, write_json
 
 log = logging.getLogger("benchmarks.snapshot_runs")
 
@@ -154,6 +154,18 @@ def snapshot_config(params: Path, raw_dir: Path, images: Path, train: dict[str, 
     return config.updated({"ingest": {"split": {"method": "temporal"}}})
 
 
+def missing_encoders(config: Any) -> list[str]:
+    """sentence-transformers models of the features that are neither a folder nor cached."""
+    from features.encoders.sentence import resolve_model_path
+
+    return [
+        f.model
+        for f in config.extract.features.values()
+        if getattr(f, "encoder", None) == "sentence-transformers"
+        and not Path(resolve_model_path(f.model)).exists()
+    ]
+
+
 def build_store(config: Any, layout: Any) -> dict[str, float]:
     """The real ingest, extract (incremental) and graph stages on this snapshot."""
     from pipelines.stages import extract, graph, ingest
@@ -178,15 +190,16 @@ def train_run(config: Any, store: Any, run_dir: Path, model: str, warm_from: Pat
         layout.model_dir(model).mkdir(parents=True)
         shutil.copy2(warm_from, layout.checkpoint(model))
     cfg = config.updated({"train": {"models": [model], "warm_start": {"enabled": warm_from is not None}}})
-    t0 = time.time()
+    t0, c0 = time.time(), time.process_time()
     summary = train_stage.run(cfg, layout)[model]
-    wall = time.time() - t0
+    wall, cpu = time.time() - t0, time.process_time() - c0
     start = summary["warm_start"]
     if warm_from is not None and start["mode"] != "warm":
         raise RuntimeError(f"{model}: expected a warm start, got {start}")
     return {
         "mode": start["mode"],
         "wall_seconds": round(wall, 2),
+        "cpu_seconds": round(cpu, 2),  # this process, all threads: less sensitive to other jobs
         "epochs": summary["epochs"],
         "best_epoch": summary["best_epoch"],
         "test_recall@20": summary["test_mean"]["recall@20"],
@@ -200,6 +213,7 @@ def train_run(config: Any, store: Any, run_dir: Path, model: str, warm_from: Pat
 def compare(warm: list[dict[str, Any]], cold: list[dict[str, Any]]) -> dict[str, Any]:
     """Median warm/cold wall ratio (pairs of one round) and its spread; recall of both."""
     ratios = [w["wall_seconds"] / c["wall_seconds"] for w, c in zip(warm, cold, strict=True)]
+    cpu = [w["cpu_seconds"] / c["cpu_seconds"] for w, c in zip(warm, cold, strict=True)]
     rw = statistics.median(r["test_recall@20"] for r in warm)
     rc = statistics.median(r["test_recall@20"] for r in cold)
     ratio = statistics.median(ratios)
@@ -207,6 +221,9 @@ def compare(warm: list[dict[str, Any]], cold: list[dict[str, Any]]) -> dict[str,
         "wall_ratio_median": round(ratio, 4),
         "wall_ratio_min": round(min(ratios), 4),
         "wall_ratio_max": round(max(ratios), 4),
+        "cpu_ratio_median": round(statistics.median(cpu), 4),
+        "cpu_ratio_min": round(min(cpu), 4),
+        "cpu_ratio_max": round(max(cpu), 4),
         "warm_wall_median": round(statistics.median(r["wall_seconds"] for r in warm), 2),
         "cold_wall_median": round(statistics.median(r["wall_seconds"] for r in cold), 2),
         "warm_epochs": [r["epochs"] for r in warm],
@@ -233,8 +250,17 @@ def main() -> None:
     ap.add_argument("--backend", choices=["local", "ray"], default="local")
     ap.add_argument("--threads", type=int, default=None, help="torch threads of the local backend")
     ap.add_argument("--fresh", action="store_true", help="regenerate the catalog and the store")
+    ap.add_argument(
+        "--reuse-base",
+        action="store_true",
+        help="reuse the base snapshot's cold runs of an earlier run in --work",
+    )
     ap.add_argument("--out", type=Path, default=RESULTS / "snapshot_runs.json")
+    ap.add_argument("--table", action="store_true", help="print the markdown table of --out and exit")
     args = ap.parse_args()
+    if args.table:
+        print(markdown_table(json.loads(args.out.read_text())))
+        return
     if args.snapshots < 3 or args.rounds < 1:
         raise SystemExit("--snapshots must be at least 3 and --rounds at least 1")
 
@@ -245,11 +271,23 @@ def main() -> None:
     from pipelines.config import load_config
     from pipelines.layout import Layout
 
-    params = load_config(args.params)
-    models = args.models or list(params.train.models)
     work = args.work
     if args.fresh and work.exists():
         shutil.rmtree(work)
+    work.mkdir(parents=True, exist_ok=True)
+    # One copy of the params for the whole run: params.yaml may change while it runs.
+    source_params = args.params
+    shutil.copy2(args.params, work / "params.yaml")
+    args.params = work / "params.yaml"
+    params = load_config(args.params)
+    models = args.models or list(params.train.models)
+    missing = missing_encoders(params)
+    if missing:
+        skip(
+            f"the text encoder(s) {missing} of {source_params} are not available offline "
+            "(no local folder, bundled copy or hub cache)"
+        )
+        return
     universe, per = make_universe(
         work / "universe", args.params, args.snapshots, args.item_share, args.interaction_share
     )
@@ -287,7 +325,13 @@ def main() -> None:
         for model in models:
             runs_dir = work / "runs" / str(k) / model
             if k == 0:
-                base = train_run(config, store, runs_dir / "cold0", model, None)
+                record = runs_dir / "cold0" / "record.json"
+                if args.reuse_base and record.exists():
+                    base = json.loads(record.read_text())
+                    log.info("snapshot 0 %s: reusing the base run in %s", model, record.parent)
+                else:
+                    base = train_run(config, store, runs_dir / "cold0", model, None)
+                    write_json(record, base)
                 chain[model] = Path(base["checkpoint"])
                 results["models"][model]["base"] = base
                 continue
@@ -311,6 +355,7 @@ def main() -> None:
         res["summary"] = {
             "wall_ratio_median": round(statistics.median(s["wall_ratio_median"] for s in snaps), 4),
             "wall_ratio_worst": max(s["wall_ratio_median"] for s in snaps),
+            "cpu_ratio_median": round(statistics.median(s["cpu_ratio_median"] for s in snaps), 4),
             "recall_rel_diff_worst": min(s["recall_rel_diff"] for s in snaps),
             "ratio_ok": all(s["ratio_ok"] for s in snaps),
             "recall_ok": all(s["recall_ok"] for s in snaps),
@@ -318,6 +363,27 @@ def main() -> None:
     results["load_avg_end"] = os.getloadavg()
     write_json(args.out, results)
     print(json.dumps({m: r["summary"] for m, r in results["models"].items()}, indent=1))
+    print(markdown_table(results))
+
+
+def markdown_table(results: dict[str, Any]) -> str:
+    """The docs/results.md table: one row per model and snapshot."""
+    lines = [
+        "| model | snapshot | warm s | cold s | wall warm/cold (median, min-max) | CPU warm/cold "
+        "| epochs warm / cold | test R@20 warm | cold | diff |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for model, res in results["models"].items():
+        for s in res["snapshots"]:
+            lines.append(
+                f"| {model} | {s['snapshot']} | {s['warm_wall_median']:.1f} | {s['cold_wall_median']:.1f} "
+                f"| {s['wall_ratio_median']:.2f} ({s['wall_ratio_min']:.2f}-{s['wall_ratio_max']:.2f}) "
+                f"| {s['cpu_ratio_median']:.2f} "
+                f"| {statistics.median(s['warm_epochs']):.0f} / {statistics.median(s['cold_epochs']):.0f} "
+                f"| {s['warm_recall@20']:.4f} | {s['cold_recall@20']:.4f} "
+                f"| {100 * s['recall_rel_diff']:+.1f}% |"
+            )
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

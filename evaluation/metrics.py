@@ -1,10 +1,11 @@
 """Full-ranking evaluation in chunks of users: the one place metrics are computed.
 
-Scores of a chunk of users against all items are materialised one chunk at a time,
-training items are masked, ``torch.topk`` keeps the top ``max(ks)`` and the chunk's
-per-user metrics are computed before the next chunk is scored. The chunk holds at
-most ``chunk_size`` users and ``max_chunk_mb`` of scores, so memory follows the chunk
-and the catalog (item embeddings, one flag per item), never users x items.
+Scores of a chunk of users are materialised one block of items at a time (the whole
+catalog when it fits), training items are masked, ``torch.topk`` keeps each block's top
+``max(ks)`` and merges it into the chunk's, and the chunk's per-user metrics are computed
+before the next chunk is scored. A block holds at most ``chunk_size`` users and
+``max_chunk_mb`` of scores, so memory follows the block and the catalog (item
+embeddings, one flag per item), never users x items.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from training.data import Interactions
 
 METRICS = ("recall", "ndcg", "precision", "map", "hit")
 DEFAULT_CHUNK_MB = 256
+MIN_ITEM_BLOCK = 4096  # items per score block, at the least (smaller blocks make thin matmuls)
 
 
 class Csr:
@@ -49,6 +51,28 @@ def chunk_rows(n_items: int, chunk_size: int, max_chunk_mb: float | None = DEFAU
     return max(1, min(chunk_size, int(max_chunk_mb * 2**20) // (4 * max(1, n_items))))
 
 
+def chunk_shape(
+    n_items: int,
+    chunk_size: int,
+    max_chunk_mb: float | None = DEFAULT_CHUNK_MB,
+    item_block: int | None = None,
+) -> tuple[int, int]:
+    """(users, items) of one block of float32 scores within ``max_chunk_mb``.
+
+    The whole catalog when ``chunk_size`` users fit; otherwise ``chunk_size`` users against
+    item blocks of what the cap leaves (at least ``MIN_ITEM_BLOCK``), rather than a handful of
+    users against every item: one matmul then reuses each item block across many users
+    (at 1M items and 256 MB: 2048 users x 32768 items instead of 67 users x 1M items)."""
+    if item_block is None:
+        if not max_chunk_mb:
+            return max(1, chunk_size), max(1, n_items)
+        cap = int(max_chunk_mb * 2**20) // 4
+        item_block = max(cap // max(1, chunk_size), min(n_items, MIN_ITEM_BLOCK))
+    block = max(1, min(n_items, item_block))
+    rows = chunk_size if not max_chunk_mb else min(chunk_size, int(max_chunk_mb * 2**20) // (4 * block))
+    return max(1, rows), block
+
+
 def iter_topk(
     user_emb: torch.Tensor,
     item_emb: torch.Tensor,
@@ -57,22 +81,44 @@ def iter_topk(
     k: int,
     chunk_size: int = 2048,
     max_chunk_mb: float | None = DEFAULT_CHUNK_MB,
+    *,
+    item_block: int | None = None,
 ) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
     """(start offset into ``users``, top-k item indices, their scores) chunk by chunk;
-    masked items score ``-inf`` (a user who has seen nearly everything gets some)."""
-    rows = chunk_rows(item_emb.shape[0], chunk_size, max_chunk_mb)
+    masked items score ``-inf`` (a user who has seen nearly everything gets some).
+
+    Scores go into one reused buffer (no fresh allocation, and its page faults, per chunk),
+    an item block at a time (``chunk_shape``); each block's top-k is merged into the chunk's
+    running top-k, so the result is the top-k over all items."""
+    n_items = item_emb.shape[0]
+    rows, block = chunk_shape(n_items, chunk_size, max_chunk_mb, item_block)
     device = item_emb.device
-    k = min(k, item_emb.shape[0])
+    k = min(k, n_items)
+    dtype = torch.result_type(user_emb, item_emb)
     with torch.no_grad():
+        buf = torch.empty(min(rows, max(1, len(users))) * block, dtype=dtype, device=device)
         for start in range(0, len(users), rows):
             chunk = users[start : start + rows]
-            scores = user_emb[torch.from_numpy(chunk).to(device)] @ item_emb.T
-            if mask is not None:
-                row, item = mask.rows(chunk)
-                scores[torch.from_numpy(row).to(device), torch.from_numpy(item).to(device)] = -torch.inf
-            top = torch.topk(scores, k, dim=1)
-            yield start, top.indices.cpu().numpy(), top.values.float().cpu().numpy()
-            del scores, top
+            u = user_emb[torch.from_numpy(chunk).to(device)]
+            m_row, m_item = mask.rows(chunk) if mask is not None else (None, None)
+            top_v = top_i = None
+            for lo in range(0, n_items, block):
+                hi = min(lo + block, n_items)
+                scores = buf[: len(chunk) * (hi - lo)].view(len(chunk), hi - lo)
+                torch.mm(u, item_emb[lo:hi].T, out=scores)
+                if m_item is not None:
+                    sel = (m_item >= lo) & (m_item < hi) if block < n_items else slice(None)
+                    r = torch.from_numpy(m_row[sel]).to(device)
+                    scores[r, torch.from_numpy(m_item[sel] - lo).to(device)] = -torch.inf
+                v, i = torch.topk(scores, min(k, hi - lo), dim=1)
+                if top_v is None:
+                    top_v, top_i = v, i
+                    continue
+                both_v, both_i = torch.cat([top_v, v], 1), torch.cat([top_i, i + lo], 1)
+                top_v, j = torch.topk(both_v, min(k, both_v.shape[1]), dim=1)
+                top_i = torch.gather(both_i, 1, j)
+            yield start, top_i.cpu().numpy(), top_v.float().cpu().numpy()
+        del buf
 
 
 def top_k(
@@ -83,13 +129,16 @@ def top_k(
     k: int,
     chunk_size: int = 2048,
     max_chunk_mb: float | None = DEFAULT_CHUNK_MB,
+    *,
+    item_block: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Top-k (item indices, scores) for ``users`` with the ``mask`` items excluded; each
     ``(len(users), k)``. The export stage's recommendations."""
     k = min(k, item_emb.shape[0])
     items = np.empty((len(users), k), dtype=np.int64)
     scores = np.empty((len(users), k), dtype=np.float32)
-    for start, top, val in iter_topk(user_emb, item_emb, users, mask, k, chunk_size, max_chunk_mb):
+    chunks = iter_topk(user_emb, item_emb, users, mask, k, chunk_size, max_chunk_mb, item_block=item_block)
+    for start, top, val in chunks:
         items[start : start + len(top)] = top
         scores[start : start + len(top)] = val
     return items, scores
@@ -195,6 +244,7 @@ def rank(
     max_chunk_mb: float | None = DEFAULT_CHUNK_MB,
     popularity_split: Sequence[float] | None = None,
     few_train_max: int | None = None,
+    item_block: int | None = None,
 ) -> RankingResult:
     """One chunked full-ranking pass over users with at least one truth item.
 
@@ -213,7 +263,8 @@ def rank(
     bucket_hits = np.zeros((len(ks), n_b))
     bucket_slots = np.zeros((len(ks), n_b))
     ue, ie = user_emb.detach().float(), item_emb.detach().float()
-    for start, top, _ in iter_topk(ue, ie, users, mask, max(ks), chunk_size, max_chunk_mb):
+    chunks = iter_topk(ue, ie, users, mask, max(ks), chunk_size, max_chunk_mb, item_block=item_block)
+    for start, top, _ in chunks:
         chunk = users[start : start + len(top)]
         hits = hit_matrix(top, truth, chunk)
         for name, values in metrics_from_hits(hits, truth.counts(chunk), ks).items():
@@ -269,3 +320,32 @@ def evaluate(
     if return_per_user:
         return res.means, res.per_user, res.users
     return res.means
+
+
+def evaluate_prefixes(
+    user_emb: torch.Tensor,
+    item_emb: torch.Tensor,
+    sizes: Sequence[int],
+    truth_pairs: Interactions,
+    mask_pairs: Interactions | None,
+    n_users: int,
+    ks: Sequence[int] = (10, 20),
+    chunk_size: int = 2048,
+    *,
+    max_chunk_mb: float | None = DEFAULT_CHUNK_MB,
+) -> dict[str, dict[str, float]]:
+    """``evaluate`` with only the first d dimensions of the user and item vectors, per size d
+    (Matryoshka embeddings: what a consumer that truncates to d gets); keyed by ``str(d)``."""
+    return {
+        str(d): evaluate(
+            user_emb[:, :d],
+            item_emb[:, :d],
+            truth_pairs,
+            mask_pairs,
+            n_users,
+            ks,
+            chunk_size,
+            max_chunk_mb=max_chunk_mb,
+        )
+        for d in sizes
+    }

@@ -1,8 +1,10 @@
 """Parquet tables with a ``_manifest.json``, published atomically.
 
 A table is a folder of Parquet files written with an explicit schema. It becomes
-visible only when complete: it is written to a hidden sibling folder, then renamed
-into place, so a crash never leaves a half-written table where a reader looks.
+visible only when complete: it is written to a hidden sibling folder, flushed, then
+swapped with the published folder in one atomic step, so a crash at any moment leaves
+the old table or the new one where a reader looks (never neither, never half of one);
+the hidden leftover is swept by the next run (``pipelines.runs.sweep_leftovers``).
 """
 
 from __future__ import annotations

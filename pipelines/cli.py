@@ -230,19 +230,19 @@ def snapshot(
     force: Annotated[bool, typer.Option("--force", help="run every stage, even unchanged ones")] = False,
 ) -> None:
     """One scheduled run: lock the store, run the changed stages, commit history, log the run."""
-    from pipelines.config import load_config
-    from pipelines.layout import Layout
-    from pipelines.snapshot import run_snapshot
+    from pipelines.lock import store_lock
 
-    _run(
-        lambda: run_snapshot(
-            load_config(params),
-            Layout(store=store, models=models, reports=reports),
-            snapshot,
-            dvc_file=dvc_file,
-            force=force,
-        )
-    )
+    def go() -> Any:
+        # The lock first, before the heavy imports: a second run is refused at once.
+        with store_lock(store, command=f"mmrec snapshot --snapshot {snapshot or '(today)'}"):
+            from pipelines.config import load_config
+            from pipelines.layout import Layout
+            from pipelines.snapshot import run_snapshot
+
+            layout = Layout(store=store, models=models, reports=reports)
+            return run_snapshot(load_config(params), layout, snapshot, dvc_file=dvc_file, force=force)
+
+    _run(go)
 
 
 @app.command("check-params")

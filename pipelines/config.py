@@ -269,9 +269,21 @@ def feature_input(f: _Feature) -> str:
 
 
 class GraphParams(Section):
+    """kNN search (faiss): exact flat inner product, or an IVF/HNSW index past a size."""
+
     k: int = Field(10, gt=0)
     chunk_size: int = Field(1024, gt=0)
     self_loops: bool = True
+    method: Literal["auto", "exact", "ivf", "hnsw"] = "auto"
+    exact_max_items: int = Field(250_000, gt=0)
+    nlist: int = Field(0, ge=0)
+    nprobe: int = Field(32, gt=0)
+    train_size: int = Field(0, ge=0)
+    hnsw_m: int = Field(32, gt=0)
+    ef_construction: int = Field(80, gt=0)
+    ef_search: int = Field(128, gt=0)
+    recall_sample: int = Field(1000, gt=0)
+    threads: int = Field(0, ge=0)
 
 
 # -------------------------------------------------------------------------------- semantic IDs
@@ -454,7 +466,13 @@ def check_hparams(model: str, section: dict[str, Any], where: str) -> None:
                 "unknown hyper-parameter of model '{model}'{hint}",
                 {"key": f"{where}.{key}", "model": model, "hint": did_you_mean(key, known)},
             )
-        values = value if isinstance(value, list) and not isinstance(defaults.get(key), list) else [value]
+        # A list is a grid axis, except for list-valued hyper-parameters (matryoshka: [8, 16]):
+        # their axis is a list of lists (as training.selection.expand_grid reads it).
+        list_valued = isinstance(defaults.get(key), list)
+        axis = isinstance(value, list) and (
+            not list_valued or (bool(value) and all(isinstance(v, list) for v in value))
+        )
+        values = value if axis else [value]
         for v in values:
             if key in common:
                 try:
@@ -475,6 +493,10 @@ def check_hparams(model: str, section: dict[str, Any], where: str) -> None:
                         "value": v,
                     },
                 )
+            elif key in model_class(model).hparam_checks:
+                why = model_class(model).hparam_checks[key](v, {**defaults, **section})
+                if why:
+                    raise PydanticCustomError("nested", "{msg}", {"key": f"{where}.{key}", "msg": why})
 
 
 class WarmStartParams(Section):
@@ -490,9 +512,21 @@ class WarmStartParams(Section):
     content_k: int = Field(10, gt=0)  # content-nearest carried items a new item's rows average
 
 
+class SequentialParams(Section):
+    """The sequential task's protocol (``train.task: sequential``, docs/sequential.md)."""
+
+    # false: RecBole's protocol for sequential models (only the padding item is excluded);
+    # true: the query history's items are masked from the ranking.
+    mask_history: bool = False
+
+
 class TrainParams(Section):
     """``train``: the loop, Ray, and one section per model (``train.<model>``)."""
 
+    # general: top-K from the train items (train items masked); sequential: next item of an
+    # ordered history (needs ingest.split.method temporal and sequential models, e.g. sasrec).
+    task: Literal["general", "sequential"] = "general"
+    sequential: SequentialParams = SequentialParams()
     backend: Literal["ray", "local"] = "ray"
     workers: int = Field(2, gt=0)
     threads: int | None = Field(None, gt=0)

@@ -266,7 +266,7 @@ def run_snapshot(
                 t0, c0 = time.perf_counter(), time.process_time()
                 stage = importlib.import_module(f"pipelines.stages.{spec.name}")
                 with layout.recording() as acc:
-                    summary = stage.run(config, layout)
+                    stage.run(config, layout)
                 lineage.record(run_id, spec.name, acc.read, acc.write)
                 state[spec.name] = stage_key(spec, raw)  # outs are part of the key: take it after
                 write_json_atomic(state_path, state)
@@ -275,8 +275,6 @@ def run_snapshot(
                     "seconds": round(time.perf_counter() - t0, 2),
                     "cpu_seconds": round(time.process_time() - c0, 2),
                 }
-                if spec.name == "validate":
-                    manifest["validation"] = _validation_result(layout, summary)
                 log.info(
                     "snapshot %s: %s done in %.1f s",
                     snapshot,
@@ -289,6 +287,16 @@ def run_snapshot(
                 str(t.relative_to(layout.store)): content_hash(t) for t in history_tables(layout)
             }
             manifest["counts"] = _counts(layout)
+            # The gate's result for the tables now in the store (from this run or, when
+            # validate was skipped, from the run that validated these same tables).
+            manifest["validation"] = _validation_result(layout)
+            manifest["drift"] = manifest["validation"].get("drift", {})
+            metrics = layout.metrics()
+            manifest["metrics"] = (
+                {m: {"test": v.get("test", {})} for m, v in json.loads(metrics.read_text()).items()}
+                if metrics.is_file()
+                else {}
+            )
             manifest["status"] = "ok"
         except BaseException as e:
             manifest["status"] = "failed"
@@ -310,10 +318,13 @@ def run_snapshot(
     return manifest
 
 
-def _validation_result(layout: Layout, summary: Any) -> dict[str, Any]:
+def _validation_result(layout: Layout) -> dict[str, Any]:
     path = layout.validation_summary()
     if path.is_file():
         s = json.loads(path.read_text())
-        drift = {t: d.get("status") for t, d in (s.get("drift") or {}).items()}
+        drift = {
+            t: {"status": d.get("status"), "shares": d.get("shares"), "reason": d.get("reason")}
+            for t, d in (s.get("drift") or {}).items()
+        }
         return {"success": s.get("success"), "failures": s.get("failures", []), "drift": drift}
-    return {"success": True, "summary": str(summary)[:500]}
+    return {"success": None, "reason": "no validation summary"}

@@ -19,6 +19,7 @@ STAGES = [
     "demo",
     "ingest",
     "extract",
+    "semantic-ids",
     "graph",
     "validate",
     "train",

@@ -386,6 +386,8 @@ STATE_DICT_SHA = {
     "lightgcn": "78ebc7ada2716d8416d4bcc4d74a5553",
     "lirdrec": "c43033d6291adc051432bc4b549ef7ab",
     "modality_alignment": "80dc98a5790b64995e4e13dc8675b330",
+    "sasrec": "245d327f1a538a9dc5101b603a045057",
+    "sasrec_content": "0475230b8ad237cc4fd792dfa6bc1f55",
     "sige": "212a0bf7c6959af2bbcda0f1b7136c91",
     "vbpr": "26c07c52d69603e8ef4593285c7a6458",
 }

@@ -323,6 +323,8 @@ def test_cold_when_no_checkpoint_hparams_changed_no_ids_or_features_changed(tmp_
         not p.warm
         and p.reason == "hyper-parameters changed since the previous checkpoint (embedding_dim 8 -> 16)"
     )
+    # A knob now spelt out at the model's default (e.g. one added since) is no change.
+    assert _plan(path, snapshots, {"embedding_dim": 8, "reg_weight": 1e-4}).warm
     p = _plan(
         _saved(tmp_path / "b", snapshots, {"embedding_dim": 8}, ids=False), snapshots, {"embedding_dim": 8}
     )

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 from features.reader import load_features
 from features.store import read_manifest, read_table
@@ -18,10 +19,12 @@ from features.store import read_manifest, read_table
 
 @dataclass
 class Interactions:
-    """Parallel int64 arrays of (user, item) pairs."""
+    """Parallel int64 arrays of (user, item) pairs; ``times`` (int64) when the log has
+    timestamps (the sequential task orders histories by them)."""
 
     users: np.ndarray
     items: np.ndarray
+    times: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.users)
@@ -56,13 +59,19 @@ class DataSource:
 def load_interactions(source: DataSource) -> tuple[int, int, dict[str, Interactions]]:
     n_items = read_manifest(source.items)["row_count"]
     n_users = read_manifest(source.users)["row_count"]
-    table = read_table(source.interactions, columns=["user_idx", "item_idx", "split"])
+    cols = ["user_idx", "item_idx", "split"]
+    files = sorted(Path(source.interactions).glob("*.parquet"))
+    if files and "timestamp" in pq.read_schema(files[0]).names:
+        cols.append("timestamp")
+    table = read_table(source.interactions, columns=cols)
+    timed = "timestamp" in table.column_names and table.column("timestamp").null_count == 0
     out = {}
     for name in ("train", "valid", "test"):
         part = table.filter(pc.equal(table.column("split"), name))
         out[name] = Interactions(
             users=part.column("user_idx").to_numpy().astype(np.int64),
             items=part.column("item_idx").to_numpy().astype(np.int64),
+            times=part.column("timestamp").to_numpy().astype(np.int64) if timed else None,
         )
     return n_users, n_items, out
 

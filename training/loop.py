@@ -25,6 +25,7 @@ from pipelines.config import CommonParams, TrainParams
 from training.data import TrainData
 from training.models import build_model
 from training.sampling import NegativeSampler, epoch_shard
+from training.sequential import is_sequential, ranking_inputs
 from training.warm_start import WarmStartError, apply, cold_report
 
 log = logging.getLogger(__name__)
@@ -52,6 +53,8 @@ class TrainConfig:
     checkpoint_on_best: bool = _C.checkpoint_on_best
     device: str = _C.device
     seed: int = 42
+    task: str = "general"  # sequential: next-item windows and protocol (``training.sequential``)
+    mask_history: bool = False
     # Set by the train stage when the run warm-starts: plain values only (the previous
     # checkpoint's path, the id tables, the init), see ``training.warm_start.plan``.
     warm_start: dict[str, Any] | None = None
@@ -64,6 +67,8 @@ class TrainConfig:
             hparams=train.section(model),
             ks=tuple(ks),
             seed=train.seed,
+            task=train.task,
+            mask_history=train.sequential.mask_history,
             **train.common.model_dump(),
         )
 
@@ -254,14 +259,19 @@ def train(cfg: TrainConfig, data: TrainData, ctx: WorkerContext) -> dict[str, An
         model.train()
         model.pre_epoch(np.random.default_rng([cfg.seed, epoch, 7]))
         move_to_device(model, device)  # pre_epoch may build new graph tensors on the CPU
-        users, pos, neg = epoch_shard(
-            data.train, sampler, seed=cfg.seed, epoch=epoch, rank=ctx.rank, world_size=ctx.world_size
-        )
-        u_t, p_t, n_t = (torch.from_numpy(a).to(device) for a in (users, pos, neg))
+        if is_sequential(model):  # next-item windows (training.sequential), not triples
+            tensors = model.seqs.epoch(
+                seed=cfg.seed, epoch=epoch, rank=ctx.rank, world_size=ctx.world_size, device=device
+            )
+        else:
+            users, pos, neg = epoch_shard(
+                data.train, sampler, seed=cfg.seed, epoch=epoch, rank=ctx.rank, world_size=ctx.world_size
+            )
+            tensors = tuple(torch.from_numpy(a).to(device) for a in (users, pos, neg))
         total, batches = 0.0, 0
-        for start in range(0, len(u_t), per_worker_batch):
+        for start in range(0, len(tensors[0]), per_worker_batch):
             sl = slice(start, start + per_worker_batch)
-            loss = net(u_t[sl], p_t[sl], n_t[sl])
+            loss = net(*(t[sl] for t in tensors))
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -277,9 +287,11 @@ def train(cfg: TrainConfig, data: TrainData, ctx: WorkerContext) -> dict[str, An
         if (epoch + 1) % cfg.eval_every == 0:
             if ctx.rank == 0:
                 model.eval()
-                with torch.no_grad():
-                    ue, ie = model.embeddings()
-                valid = evaluate(ue, ie, data.valid, data.train, data.n_users, cfg.ks, cfg.eval_chunk_size)
+                seq_task = cfg.task == "sequential"
+                ue, ie, mask = ranking_inputs(
+                    model, data, "valid", sequential_task=seq_task, mask_history=cfg.mask_history
+                )
+                valid = evaluate(ue, ie, data.valid, mask, data.n_users, cfg.ks, cfg.eval_chunk_size)
                 row.update({f"valid_{k}": v for k, v in valid.items() if k != "users"})
                 score = valid[cfg.valid_metric]
                 if score > p.best_score:

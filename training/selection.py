@@ -31,14 +31,31 @@ def train_fields() -> set[str]:
     return {f.name for f in dataclasses.fields(TrainConfig)} - _NOT_OVERRIDABLE
 
 
-def expand_grid(section: dict[str, Any] | None) -> list[dict[str, Any]]:
+def list_valued_hparams() -> set[str]:
+    """Hyper-parameters whose value is itself a list (a model's default is a list, e.g.
+    ``matryoshka: [8, 16]``): a grid over them is a list of lists."""
+    from training.models.base import model_class, model_names
+
+    return {k for name in model_names() for k, v in model_class(name).defaults.items() if isinstance(v, list)}
+
+
+def _is_axis(key: str, value: Any, list_valued: set[str]) -> bool:
+    if not isinstance(value, list | tuple):
+        return False
+    return key not in list_valued or (bool(value) and all(isinstance(v, list | tuple) for v in value))
+
+
+def expand_grid(section: dict[str, Any] | None, list_valued: set[str] | None = None) -> list[dict[str, Any]]:
     """All configurations of a model section: list values are axes of the grid.
 
     ``{"a": [1, 2], "b": 3}`` -> ``[{"a": 1, "b": 3}, {"a": 2, "b": 3}]``; an empty list
-    is an error (it would select nothing).
+    is an error (it would select nothing). Keys in ``list_valued`` (default: every
+    registered model's list-valued hyper-parameters) take a list as one value and are an
+    axis only as a list of lists.
     """
     section = dict(section or {})
-    axes = {k: v for k, v in section.items() if isinstance(v, list | tuple)}
+    lv = list_valued_hparams() if list_valued is None else list_valued
+    axes = {k: v for k, v in section.items() if _is_axis(k, v, lv)}
     for k, v in axes.items():
         if not v:
             raise ValueError(f"grid axis {k!r} is an empty list; give at least one value")

@@ -30,6 +30,7 @@ from features.errors import PlatformError
 from features.store import read_table
 from training.checkpoint import CheckpointError, load_checkpoint
 from training.data import TrainData
+from training.models.base import model_class
 
 log = logging.getLogger(__name__)
 
@@ -128,11 +129,12 @@ def plan(
     if not isinstance(config, dict) or config.get("model") != model:
         got = config.get("model") if isinstance(config, dict) else None
         return Plan(None, f"the previous checkpoint {checkpoint} is of model {got!r}, not {model!r}")
-    if dict(config.get("hparams") or {}) != dict(hparams):
+    # Compared with the model's defaults filled in: a newly added knob at its default is no change.
+    defaults = model_class(model).defaults
+    old_hp, new_hp = {**defaults, **(config.get("hparams") or {})}, {**defaults, **hparams}
+    if old_hp != new_hp:
         return Plan(
-            None,
-            "hyper-parameters changed since the previous checkpoint "
-            f"({_changes(config.get('hparams') or {}, hparams)})",
+            None, f"hyper-parameters changed since the previous checkpoint ({_changes(old_hp, new_hp)})"
         )
     ids = ckpt.get("ids")
     if not isinstance(ids, dict) or not all(isinstance(ids.get(e), list) for e in ENTITIES):

@@ -348,6 +348,8 @@ def _history(inputs: ReportInputs, colors: dict[str, str]) -> str:
 
 # -------------------------------------------------------------------------------------- page
 
+FEATURE_COLUMNS = ["feature", "encoder", "weights", "dim", "L2-normalised", "embedded", "reused", "rejected"]
+
 _CSS = """
 body{font-family:system-ui,sans-serif;margin:0 auto;max-width:1200px;padding:0 16px;color:#222}
 nav{position:sticky;top:0;background:#fff;padding:6px 0;border-bottom:1px solid #ddd;z-index:2}
@@ -436,6 +438,7 @@ def render(inputs: ReportInputs) -> str:
                 m.get("dim"),
                 m.get("normalized"),
                 m["counts"]["embedded"],
+                m["counts"].get("reused", ""),
                 m["counts"]["rejected"],
             ]
         )
@@ -561,7 +564,7 @@ def render(inputs: ReportInputs) -> str:
 <h2 id="users">Example users</h2>
 {_example_users(inputs)}
 <h2 id="features">Features</h2>
-{_table(["feature", "encoder", "weights", "dim", "L2-normalised", "embedded", "rejected"], feat_rows)}
+{_table(FEATURE_COLUMNS, feat_rows)}
 <p>Per feature table: sampled query items (left) with their nearest neighbours by cosine similarity,
 and a 2-D map of a sample of the items coloured by category (hover a point for its title).</p>
 {_galleries(inputs)}

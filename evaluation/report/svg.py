@@ -202,7 +202,7 @@ def scatter_map(
     *,
     title: str,
     uid: str,
-    size: int = 420,
+    size: int = 400,
 ) -> str:
     """Points coloured by class (index into ``legend``: (name, colour)); each point's title
     shows on hover. Axes carry no units (a projection), so none are drawn. ``uid`` prefixes
@@ -211,9 +211,9 @@ def scatter_map(
         return _frame(title, '<text x="50%" y="50%" text-anchor="middle">no items</text>')
     xs = sorted(p[0] for p in xy)
     ys = sorted(p[1] for p in xy)
-    # The central 98% sets the frame (outliers are pinned to its edge), so a few far
+    # The central 99% sets the frame (outliers are pinned to its edge), so a few far
     # points do not squash the rest into a corner.
-    cut = len(xs) // 100 if len(xs) >= 100 else 0
+    cut = len(xs) // 200
     lo_x, hi_x, lo_y, hi_y = xs[cut], xs[-1 - cut], ys[cut], ys[-1 - cut]
     span = max(hi_x - lo_x, hi_y - lo_y) or 1.0
     pad = 10
@@ -239,7 +239,8 @@ def scatter_map(
         ' role="img">'
         f"<title>{_e(title)}</title><style>{style}</style>"
         f'<rect width="{size}" height="{size}" fill="#fafafa"/>{dots}</svg>'
-        f"<figcaption><strong>{_e(title)}</strong><br/>{items}</figcaption></figure>"
+        f'<figcaption style="max-width:{size}px"><strong>{_e(title)}</strong><br/>{items}'
+        "</figcaption></figure>"
     )
 
 

@@ -1,5 +1,6 @@
 """Evaluate stage: full ranking on test (train items masked) for every trained model,
-with coverage, popularity buckets, few-interaction users and paired tests between models."""
+with coverage, popularity buckets, few-interaction users and paired tests between models;
+Matryoshka models also at every prefix size (``prefixes`` in ``reports/metrics.json``)."""
 
 from __future__ import annotations
 
@@ -11,12 +12,13 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from evaluation.metrics import evaluate, rank
+from evaluation.metrics import evaluate, evaluate_prefixes, rank
 from evaluation.significance import compare_models
 from pipelines.config import Config
 from pipelines.layout import Layout
 from pipelines.stages.common import load_data
 from training.checkpoint import load_model
+from training.sequential import ranking_inputs
 
 log = logging.getLogger(__name__)
 
@@ -34,12 +36,16 @@ def run(config: Config, layout: Layout) -> dict[str, Any]:
     compared: dict[str, tuple[np.ndarray, dict[str, np.ndarray]]] = {}
     for name in config.train.models:
         model, ckpt = load_model(layout.checkpoint(name), data)
-        ue, ie = model.inference_embeddings()
+        seq = {
+            "sequential_task": config.train.task == "sequential",
+            "mask_history": config.train.sequential.mask_history,
+        }
+        ue, ie, mask = ranking_inputs(model, data, "test", **seq)
         test = rank(
             ue,
             ie,
             data.test,
-            data.train,
+            mask,
             data.n_users,
             ks,
             ev.chunk_size,
@@ -47,8 +53,9 @@ def run(config: Config, layout: Layout) -> dict[str, Any]:
             popularity_split=ev.popularity_split,
             few_train_max=ev.few_train_max,
         )
+        vu, vi, vmask = ranking_inputs(model, data, "valid", **seq)
         valid = evaluate(
-            ue, ie, data.valid, data.train, data.n_users, ks, ev.chunk_size, max_chunk_mb=ev.chunk_memory_mb
+            vu, vi, data.valid, vmask, data.n_users, ks, ev.chunk_size, max_chunk_mb=ev.chunk_memory_mb
         )
         summary = test.summary()
         results[name] = {
@@ -57,6 +64,29 @@ def run(config: Config, layout: Layout) -> dict[str, Any]:
             "best_epoch": ckpt["best_epoch"],
             "test_breakdown": {k: v for k, v in summary.items() if isinstance(v, dict)},
         }
+        if model.prefixes:  # Matryoshka: test metrics of every trained prefix size
+            prefixes = evaluate_prefixes(
+                ue,
+                ie,
+                model.prefixes,
+                data.test,
+                data.train,
+                data.n_users,
+                ks,
+                ev.chunk_size,
+                max_chunk_mb=ev.chunk_memory_mb,
+            )
+            results[name]["prefixes"] = {
+                d: {k: round(v, 6) if isinstance(v, float) else v for k, v in m.items()}
+                for d, m in prefixes.items()
+            }
+            log.info(
+                "evaluate %s prefixes: %s",
+                name,
+                ", ".join(
+                    f"d={d} recall@{max(ks)}={m[f'recall@{max(ks)}']:.4f}" for d, m in prefixes.items()
+                ),
+            )
         compared[name] = (test.users, test.per_user)
         pq.write_table(
             pa.table(

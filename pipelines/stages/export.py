@@ -1,7 +1,8 @@
 """Export stage: what downstream teams consume without importing this project.
 
-Per model: user and item embedding tables (Feast-style keys and timestamps) and the
-top-K recommendations per user, with already-seen items excluded. Scoring is the
+Per model: user and item embedding tables (Feast-style keys and timestamps; the
+manifest's ``matryoshka_prefixes`` lists the sizes a Matryoshka model's vectors may be
+truncated to) and the top-K recommendations per user, with already-seen items excluded. Scoring is the
 evaluation's chunked, memory-capped top-K, so memory follows the chunk, never users x items.
 """
 
@@ -68,6 +69,13 @@ def run(config: Config, layout: Layout) -> dict[str, Any]:
         ue, ie = model.inference_embeddings()
         meta = {"model": name, "best_epoch": ckpt["best_epoch"], "best_valid": ckpt["best_valid"]}
         d = ue.shape[1]
+        # Matryoshka models: one table at the full size; consumers truncate to a listed prefix.
+        prefix_meta = {"matryoshka_prefixes": list(model.prefixes)}
+        if model.prefixes:
+            prefix_meta["matryoshka_usage"] = (
+                "the first d values of user and item vectors, d in matryoshka_prefixes, score as a "
+                "d-dimensional model (dot product); per-prefix test metrics: reports/metrics.json"
+            )
         for entity, path, ids, emb in (
             ("user", layout.user_embeddings(name, write=True), user_ids, ue),
             ("item", layout.item_embeddings(name, write=True), item_ids, ie),
@@ -79,6 +87,7 @@ def run(config: Config, layout: Layout) -> dict[str, Any]:
                 schemas.entity_embedding_schema(entity, d),
                 dim=d,
                 score="dot product of user and item embeddings",
+                **prefix_meta,
                 **meta,
             )
         top, scores = top_k(

@@ -137,11 +137,13 @@ def _galleries(
     everywhere = np.ones(catalog.n, dtype=bool)
     for f in feats.values():
         everywhere &= f.present
-    pool = np.nonzero(everywhere)[0]
-    queries = seeded_sample(pool, rp.gallery_queries, _rng(seed, "queries"))
-    points = seeded_sample(pool, rp.map_points, _rng(seed, "map"))
+    shared = np.nonzero(everywhere)[0]
     galleries, maps = [], []
     for name, f in feats.items():
+        # Tables with no item in common (disjoint rejects) each sample among their own items.
+        pool = shared if len(shared) else np.nonzero(f.present)[0]
+        queries = seeded_sample(pool, rp.gallery_queries, _rng(seed, "queries"))
+        points = seeded_sample(pool, rp.map_points, _rng(seed, "map"))
         idx, sims = nearest_neighbours(f.matrix, f.present, queries, rp.neighbours, chunk_rows=rp.chunk_rows)
         galleries.append(
             Gallery(

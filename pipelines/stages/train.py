@@ -32,6 +32,7 @@ from training.data import TrainData, load_train_data
 from training.loop import LocalContext, TrainConfig, train
 from training.models.base import model_class
 from training.selection import ConfigResult, aggregate, choose, expand_grid, make_config, seeds_of
+from training.sequential import check_task, ranking_inputs
 from training.warm_start import checkpoint_extras, cold_report, describe, plan
 
 log = logging.getLogger(__name__)
@@ -96,15 +97,18 @@ def train_config(cfg: TrainConfig, config: Config, features: list[str], cache: _
 
 
 def _metrics_of(state: dict[str, Any], name: str, data: TrainData, cfg: TrainConfig) -> dict[str, Any]:
-    """Valid and test metrics of a run's best weights (full ranking, train items masked)."""
+    """Valid and test metrics of a run's best weights (full ranking; train items masked, or
+    the sequential task's protocol, ``training.sequential.ranking_inputs``)."""
     from training.models import build_model
 
     model = build_model(name, data, cfg.hparams)
     model.load_state_dict(state["model_state"])
-    ue, ie = model.inference_embeddings()
     out = {}
     for split, truth in (("valid", data.valid), ("test", data.test)):
-        out[split] = evaluate(ue, ie, truth, data.train, data.n_users, cfg.ks, cfg.eval_chunk_size)
+        ue, ie, mask = ranking_inputs(
+            model, data, split, sequential_task=cfg.task == "sequential", mask_history=cfg.mask_history
+        )
+        out[split] = evaluate(ue, ie, truth, mask, data.n_users, cfg.ks, cfg.eval_chunk_size)
     return out
 
 
@@ -228,6 +232,7 @@ def run(config: Config, layout: Layout) -> dict[str, Any]:
         expand_grid(config.train.section(name))  # and so do malformed grids
     seeds_of(config.train)
     split = config.effective_ingest().split.method
+    check_task(config.train.task, names, split)
     if config.train.warm_start.enabled and split == "random_ratio":
         log.warning(
             "train.warm_start with ingest.split.method random_ratio: the split is redrawn each "

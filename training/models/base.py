@@ -17,7 +17,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from features.errors import PlatformError
+from training.blocks import matryoshka
 from training.blocks.channel_gcn import feature_mlp, item_graph_hops, propagate_channels
+from training.blocks.matryoshka import prefix_bpr_loss, prefix_sizes
 from training.blocks.semantic_graphs import ConstTensors, Graph, mixed_knn_graph, user_item_adjacency
 from training.data import TrainData
 from training.sparse import propagate_mean
@@ -61,6 +63,11 @@ class Recommender(nn.Module):
     name: ClassVar[str]
     defaults: ClassVar[dict[str, Any]] = {}
     needs_features: ClassVar[bool] = False
+    # Value checks params.yaml runs on a hyper-parameter (value, section with defaults) ->
+    # why it is invalid or None; beyond the type check against ``defaults``.
+    hparam_checks: ClassVar[dict[str, Callable[[Any, dict[str, Any]], str | None]]] = {
+        "matryoshka": matryoshka.check_hparam
+    }
 
     def __init__(self, data: TrainData, hp: dict[str, Any]) -> None:
         super().__init__()
@@ -74,6 +81,8 @@ class Recommender(nn.Module):
         if self.needs_features and not data.features:
             raise ModelError(f"model {self.name!r} needs item features; none were loaded")
         self.features = item_features(data) if self.needs_features else []
+        # Matryoshka prefix sizes the loss trains (``init_matryoshka``); [] = an ordinary model.
+        self.prefixes: list[int] = []
 
     # -- set-up shared by the models (same creation order and init calls as each model had,
     # so a seed still gives the same weights) --
@@ -88,6 +97,26 @@ class Recommender(nn.Module):
         init(self.user_emb.weight)
         init(self.item_emb.weight)
         return d
+
+    def init_matryoshka(self, dim: int) -> list[int]:
+        """``self.prefixes`` from the ``matryoshka`` hyper-parameter (sizes <= ``dim``, ``dim``
+        added; [] when off): the nested sizes ``ranking_loss`` trains and evaluation reports."""
+        try:
+            self.prefixes = prefix_sizes(self.hp.get("matryoshka"), dim)
+        except ValueError as e:
+            raise ModelError(f"model {self.name!r}: matryoshka: {e}") from None
+        return self.prefixes
+
+    def ranking_loss(
+        self, u: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor, gamma: float = 0.0
+    ) -> torch.Tensor:
+        """BPR of the batch's user and item vectors; with Matryoshka prefixes, the mean of BPR
+        over the first d dimensions for every prefix size, each prefix's scores scaled by
+        dim / d when ``matryoshka_rescale`` (``training.blocks.matryoshka``)."""
+        if self.prefixes:
+            rescale = bool(self.hp.get("matryoshka_rescale", True))
+            return prefix_bpr_loss(u, pos, neg, self.prefixes, gamma, rescale)
+        return bpr_loss((u * pos).sum(-1), (u * neg).sum(-1), gamma=gamma)
 
     def feature_parameters(self, trainable: bool = True) -> nn.ParameterList:
         """The feature tables as parameters (in the state dict; fine-tuned when ``trainable``)."""

@@ -4,7 +4,8 @@ Mechanics as in the FREEDOM paper and its reference code: per-feature kNN graphs
 combined by weight and frozen; LightGCN over the user-item graph whose edges are
 re-sampled each epoch with probability ~ 1/sqrt(deg_u deg_i); item = LightGCN item
 output + id embeddings propagated over the item-item graph; loss = BPR + reg_weight x
-BPR of users against projected features.
+BPR of users against projected features; ``matryoshka`` averages both BPR terms over
+prefix sizes (every part is linear per embedding column, so a prefix is a smaller FREEDOM).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import torch
 from torch import nn
 
 from training.data import TrainData
-from training.models.base import Recommender, bpr_loss, project_rows, register, touches_most
+from training.models.base import Recommender, project_rows, register, touches_most
 from training.sparse import spmm, sym_norm_values
 
 
@@ -41,12 +42,15 @@ class FREEDOM(Recommender):
         "feature_weights": None,  # {feature name: weight}; default: equal
         "train_features": True,  # fine-tune the raw feature tables (as the reference does)
         "knn_chunk_size": 1024,  # rows per block when the kNN graph is built here
+        "matryoshka": [],  # prefix sizes, e.g. [8, 16, 32, 64]: both BPR terms averaged over them
+        "matryoshka_rescale": True,  # each prefix's scores x dim / d in its BPR term
     }
     needs_features = True
 
     def __init__(self, data: TrainData, hp: dict[str, Any]) -> None:
         super().__init__(data, hp)
         d = self.add_id_embeddings(nn.init.xavier_uniform_)
+        self.init_matryoshka(d)
         self.feature_names = [f.name for f in self.features]
         self.feats = self.feature_parameters(bool(self.hp["train_features"]))
         self.proj = nn.ModuleList(nn.Linear(f.dim, d) for f in self.features)
@@ -89,12 +93,12 @@ class FREEDOM(Recommender):
         # index_select: one gather per table (its backward, index_add, beats indexing's).
         u = u_all.index_select(0, users)
         items = i_all.index_select(0, pn)
-        loss = bpr_loss((u * items[:b]).sum(-1), (u * items[b:]).sum(-1))
+        loss = self.ranking_loss(u, items[:b], items[b:])
         side = 0.0
         whole = touches_most(pos, neg, self.n_items)
         for feat, proj in zip(self.feats, self.proj, strict=True):
-            fp, fn = project_rows(feat, proj, pos, neg, whole)
-            side = side + bpr_loss((u * fp).sum(-1), (u * fn).sum(-1))
+            fp, fn = project_rows(feat, proj, pos, neg, whole)  # a prefix = the projection's first rows
+            side = side + self.ranking_loss(u, fp, fn)
         return loss + self.hp["reg_weight"] * side
 
     def embeddings(self) -> tuple[torch.Tensor, torch.Tensor]:
