@@ -216,9 +216,9 @@ def stage_run(
     (model,) = config.train.models
     run_dir = store.store.parent / "runs" / (run_name or f"{model}-seed{seed}")
     layout = Layout(store=store.store, models=run_dir / "models", reports=run_dir)
-    t0 = time.time()
+    t0, c0 = time.time(), time.process_time()
     summary = train.run(config, layout)[model]
-    train_s = time.time() - t0
+    train_s, train_cpu = time.time() - t0, time.process_time() - c0
     metrics = evaluate.run(config, layout)[model]
     history = json.loads((layout.model_dir(model) / "history.json").read_text())
     epochs = len(history)
@@ -236,6 +236,9 @@ def stage_run(
         "train_seconds_per_epoch": round(sum(r["train_seconds"] for r in history) / max(1, epochs), 3),
         "seconds_per_epoch": round(sum(r["seconds"] for r in history) / max(1, epochs), 3),
         "wall_seconds": round(train_s, 1),
+        # CPU seconds of this process in the train stage (the local backend trains in-process):
+        # unlike wall time, not inflated by other jobs on a shared machine
+        "train_cpu_seconds": round(train_cpu, 1),
         **({"prefixes": metrics["prefixes"]} if "prefixes" in metrics else {}),
         "run_dir": str(run_dir),
     }

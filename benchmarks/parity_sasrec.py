@@ -226,6 +226,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     ap.add_argument("--work", type=Path, default=None)
     ap.add_argument("--out", type=Path, default=RESULTS / "sequential.json")
+    ap.add_argument("--sides", choices=["both", "ours", "recbole"], default="both", help="which side to run")
     ap.add_argument(
         "--summarize",
         action="store_true",
@@ -267,7 +268,7 @@ def main(argv: list[str] | None = None) -> None:
 
     def reference_seeds() -> None:
         try:
-            for seed in args.seeds:
+            for seed in args.seeds if args.sides != "ours" else []:
                 refs.append(
                     cached(
                         "ref",
@@ -283,7 +284,7 @@ def main(argv: list[str] | None = None) -> None:
     thread = threading.Thread(target=reference_seeds)
     thread.start()  # RecBole and ours at the same time, one thread each
     ours: list[dict[str, Any] | None] = []
-    for seed in args.seeds:
+    for seed in args.seeds if args.sides != "recbole" else []:
         cfg_seed = bench_config(profiles[DATASET], args.epochs, args.patience, seed)
         ours.append(
             cached("ours", seed, lambda cfg_seed=cfg_seed, seed=seed: run_ours(cfg_seed, layout, seed))

@@ -506,8 +506,8 @@ class WarmStartParams(Section):
     hyper-parameters or feature tables changed (the stage logs why)."""
 
     enabled: bool = False
-    epochs: int = Field(15, gt=0)  # the warm run's own epoch budget (instead of train.common.epochs)
-    patience: int = Field(5, gt=0)  # and its early stopping (instead of train.common.patience)
+    epochs: int = Field(10, gt=0)  # the warm run's own epoch budget (instead of train.common.epochs)
+    patience: int = Field(3, gt=0)  # and its early stopping (instead of train.common.patience)
     init: Literal["content", "mean", "random"] = "content"  # rows of new items (users: mean/random)
     content_k: int = Field(10, gt=0)  # content-nearest carried items a new item's rows average
 

@@ -68,7 +68,7 @@ def test_approximate_index_records_its_recall_against_exact_search(method: str) 
 def test_auto_picks_exact_up_to_the_size_limit_and_bad_methods_are_named() -> None:
     x = _clustered(500, 8)
     assert knn_graph(x, 5, spec=KnnIndex(exact_max_items=500))[3]["method"] == "exact"
-    assert knn_graph(x, 5, spec=KnnIndex(exact_max_items=499, nlist=8))[3]["method"] == "ivf"
+    assert knn_graph(x, 5, spec=KnnIndex(exact_max_items=499))[3]["method"] == "hnsw"
     with pytest.raises(ValueError, match=r"graph.method: expected one of .*'flat'"):
         knn_graph(x, 5, spec=KnnIndex(method="flat"))
 
