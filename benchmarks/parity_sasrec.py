@@ -43,6 +43,7 @@ from typing import TYPE_CHECKING, Any
 
 from benchmarks import common
 from benchmarks.common import RESULTS, ROOT
+from training.models.sasrec import SASRec
 
 if TYPE_CHECKING:
     from pipelines.config import Config
@@ -50,17 +51,8 @@ if TYPE_CHECKING:
 
 DATASET = "ml100k"
 KS = (5, 10, 20)
-SASREC = {
-    "hidden_size": 64,
-    "n_layers": 2,
-    "n_heads": 2,
-    "inner_size": 256,
-    "hidden_dropout": 0.5,
-    "attn_dropout": 0.5,
-    "layer_norm_eps": 1e-12,
-    "initializer_range": 0.02,
-    "max_seq_length": 50,
-}
+# The model's own defaults (RecBole's SASRec defaults), minus our evaluation batch knob.
+SASREC = {k: v for k, v in SASRec.defaults.items() if k != "eval_batch_size"}
 RECBOLE_NAMES = {
     "hidden_size": "hidden_size",
     "n_layers": "n_layers",

@@ -10,23 +10,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from toy_data import toy_data
 
 from training.checkpoint import CheckpointError, load_checkpoint, load_model, save_checkpoint
-from training.data import Interactions, TrainData
+from training.data import TrainData
 from training.loop import LocalContext, TrainConfig, train
 from training.models import build_model
 
 
 def _toy(n_users: int = 20, n_items: int = 15, seed: int = 0) -> TrainData:
-    rng = np.random.default_rng(seed)
-    a = np.array(sorted({(int(u), int(i)) for u, i in rng.integers(0, [n_users, n_items], (150, 2))}))
-    split = rng.random(len(a))
-
-    def part(mask: np.ndarray) -> Interactions:
-        return Interactions(users=a[mask, 0], items=a[mask, 1])
-
-    valid, test = part((split >= 0.8) & (split < 0.9)), part(split >= 0.9)
-    return TrainData(n_users, n_items, part(split < 0.8), valid, test)
+    return toy_data(n_users, n_items, seed, n_pairs=150)
 
 
 def _trained_bpr(data: TrainData) -> dict:

@@ -7,7 +7,6 @@ import pytest
 
 from pipelines.adapters.generic import read_generic
 from pipelines.sources import SourceError
-from pipelines.splits import split_random_ratio
 from pipelines.tables import ingest
 
 SPLIT = {"method": "random_ratio", "valid_ratio": 0.1, "test_ratio": 0.1}
@@ -51,21 +50,3 @@ def test_bad_rows_are_rejected_with_reasons_and_counts_conserved(tmp_path) -> No
 def test_missing_column_names_file_and_column(tmp_path) -> None:
     with pytest.raises(SourceError, match=r"inter.csv: line 1: missing column 'user_id'"):
         _write(tmp_path, "item_id\na\n", "uid,item_id\n1,a\n")
-
-
-def test_split_is_seeded_per_user_8_1_1() -> None:
-    n = 30
-    df = pl.DataFrame({"user_idx": [0] * n + [1] * 5, "item_idx": list(range(n)) + list(range(5))})
-    a = split_random_ratio(df, valid_ratio=0.1, test_ratio=0.1, seed=3)
-    b = split_random_ratio(df, valid_ratio=0.1, test_ratio=0.1, seed=3)
-    c = split_random_ratio(df, valid_ratio=0.1, test_ratio=0.1, seed=4)
-    assert a.equals(b) and not a.equals(c)
-    counts = a.group_by("user_idx", "split").len().sort("user_idx", "split").rows()
-    assert counts == [
-        (0, "test", 3),
-        (0, "train", 24),
-        (0, "valid", 3),
-        (1, "test", 1),
-        (1, "train", 3),
-        (1, "valid", 1),
-    ]

@@ -8,15 +8,15 @@ import json
 import shutil
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
+from toy_data import toy_data
 
 from features.store import read_manifest
 from pipelines.config import Config, ParamsError, to_raw
 from pipelines.layout import Layout
 from training.blocks.matryoshka import check_sizes, prefix_bpr_loss, prefix_scores, prefix_sizes
-from training.data import Interactions, TrainData
+from training.data import TrainData
 from training.loop import LocalContext, TrainConfig, train
 from training.models import build_model
 from training.models.base import ModelError, bpr_loss
@@ -25,18 +25,7 @@ MODELS = ["bpr", "lightgcn", "freedom"]
 
 
 def toy(n_users: int = 30, n_items: int = 25, seed: int = 0) -> TrainData:
-    rng = np.random.default_rng(seed)
-    pairs = np.array(sorted({(int(u), int(i)) for u, i in rng.integers(0, [n_users, n_items], (300, 2))}))
-    split = rng.random(len(pairs))
-
-    def part(mask: np.ndarray) -> Interactions:
-        return Interactions(users=pairs[mask, 0], items=pairs[mask, 1])
-
-    data = TrainData(
-        n_users, n_items, part(split < 0.8), part((split >= 0.8) & (split < 0.9)), part(split >= 0.9)
-    )
-    data.features = {"text": rng.normal(size=(n_items, 6)).astype(np.float32)}
-    return data
+    return toy_data(n_users, n_items, seed, features=[("text", 6)])
 
 
 def hp_of(name: str, **extra: object) -> dict[str, object]:

@@ -8,6 +8,7 @@ import hashlib
 import numpy as np
 import pytest
 import torch
+from toy_data import toy_data
 
 from training.blocks.item_graph import knn_edges, learned_knn_edges
 from training.data import Interactions, TrainData
@@ -30,22 +31,7 @@ ALL_MODELS = ["bpr", "lightgcn", "vbpr", "lattice", "freedom"]
 
 
 def _toy(n_users: int = 30, n_items: int = 25, seed: int = 0) -> TrainData:
-    rng = np.random.default_rng(seed)
-    pairs = sorted({(int(u), int(i)) for u, i in rng.integers(0, [n_users, n_items], (300, 2))})
-    a = np.array(pairs)
-    split = rng.random(len(a))
-
-    def part(mask):
-        return Interactions(users=a[mask, 0], items=a[mask, 1])
-
-    data = TrainData(
-        n_users, n_items, part(split < 0.8), part((split >= 0.8) & (split < 0.9)), part(split >= 0.9)
-    )
-    data.features = {
-        "text": rng.normal(size=(n_items, 6)).astype(np.float32),
-        "image": rng.normal(size=(n_items, 4)).astype(np.float32),
-    }
-    return data
+    return toy_data(n_users, n_items, seed, features=[("text", 6), ("image", 4)])
 
 
 def test_sparse_propagation_equals_dense() -> None:

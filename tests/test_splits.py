@@ -40,6 +40,8 @@ def test_random_ratio_is_per_user_8_1_1_and_small_users_stay_in_train() -> None:
         {"user_idx": [0] * n + [1] * 5 + [2] * 2, "item_idx": list(range(n)) + list(range(5)) + [0, 1]}
     )
     a = split_random_ratio(df, valid_ratio=0.1, test_ratio=0.1, seed=3)
+    assert a.equals(split_random_ratio(df, valid_ratio=0.1, test_ratio=0.1, seed=3))
+    assert not a.equals(split_random_ratio(df, valid_ratio=0.1, test_ratio=0.1, seed=4))
     counts = a.group_by("user_idx", "split").len().sort("user_idx", "split").rows()
     assert counts == [
         (0, "test", 3),

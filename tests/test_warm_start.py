@@ -471,4 +471,3 @@ def test_stage_trains_cold_then_warm_and_records_it(snapshots, tmp_path, caplog)
         _stage_config(enabled=False), Layout(store=lb.store, models=tmp_path / "m2", reports=reports)
     )["bpr"]
     assert off["warm_start"] == {"mode": "cold", "reason": "train.warm_start.enabled is false"}
-

@@ -15,6 +15,7 @@ import pytest
 import scipy.fft
 import torch
 import torch.nn.functional as F
+from toy_data import toy_data
 
 from training.blocks.dct import dct_ortho, idct_ortho
 from training.blocks.dilated_attention import DilatedConvAttention, _conv
@@ -28,7 +29,7 @@ from training.blocks.losses import (
     uniformity,
 )
 from training.blocks.semantic_graphs import cooccurrence_topk, similarity_values
-from training.data import Interactions, TrainData
+from training.data import TrainData
 from training.loop import LocalContext, TrainConfig, train
 from training.models import build_model
 from training.models.lirdrec import decayed_weight
@@ -38,21 +39,8 @@ ZOO2 = ["cm3", "lirdrec", "modality_alignment", "sige"]
 
 
 def _toy(n_users: int = 40, n_items: int = 30, seed: int = 0, n_features: int = 2) -> TrainData:
-    rng = np.random.default_rng(seed)
-    pairs = sorted({(int(u), int(i)) for u, i in rng.integers(0, [n_users, n_items], (500, 2))})
-    a = np.array(pairs)
-    split = rng.random(len(a))
-
-    def part(mask: np.ndarray) -> Interactions:
-        return Interactions(users=a[mask, 0], items=a[mask, 1])
-
-    data = TrainData(
-        n_users, n_items, part(split < 0.8), part((split >= 0.8) & (split < 0.9)), part(split >= 0.9)
-    )
     names = [("image", 16), ("text", 12), ("text_llm", 10)][:n_features]
-    data.features = {n: rng.normal(size=(n_items, d)).astype(np.float32) for n, d in names}
-    data.feature_modality = {n: "image" if n == "image" else "text" for n, _ in names}
-    return data
+    return toy_data(n_users, n_items, seed, n_pairs=500, features=names, modalities=True)
 
 
 def _pdist_uniformity(x: torch.Tensor, t: float, sim: torch.Tensor | None = None) -> torch.Tensor:
