@@ -64,10 +64,16 @@ log = logging.getLogger("benchmarks.matryoshka")
 
 
 def variants(full: int = SIZES[-1]) -> dict[str, dict[str, Any]]:
-    """Run name -> the hyper-parameters it changes: separate models per size, the Matryoshka one."""
-    out = {f"d{d}": {"embedding_dim": d, "matryoshka": []} for d in SIZES}
-    out["matryoshka"] = {"embedding_dim": full, "matryoshka": list(SIZES)}
+    """Run name -> the hyper-parameters it changes: separate models per size, the Matryoshka
+    one (params.yaml's ``matryoshka_rescale``, true), and the Matryoshka one without the
+    per-prefix rescaling (``--variants`` picks; the last is off by default)."""
+    out: dict[str, dict[str, Any]] = {f"d{d}": {"embedding_dim": d, "matryoshka": []} for d in SIZES}
+    out["matryoshka"] = {"embedding_dim": full, "matryoshka": list(SIZES), "matryoshka_rescale": True}
+    out["matryoshka_plain"] = {"embedding_dim": full, "matryoshka": list(SIZES), "matryoshka_rescale": False}
     return out
+
+
+DEFAULT_VARIANTS = [f"d{d}" for d in SIZES] + ["matryoshka"]
 
 
 def bench_config(
@@ -143,6 +149,7 @@ def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for (ds, model), by in sorted(groups.items()):
         mrl = sorted(by.get("matryoshka", []), key=lambda r: r["seed"])
+        plain = sorted(by.get("matryoshka_plain", []), key=lambda r: r["seed"])
         full = sorted(by.get(f"d{SIZES[-1]}", []), key=lambda r: r["seed"])
         rows: dict[str, Any] = {}
         for d in SIZES:
@@ -158,6 +165,13 @@ def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
                     row[f"truncated_{metric}"] = mean_std(trunc_v)
                 if prefix_v and sep_v:
                     row[f"ratio_{metric}"] = round(statistics.fmean(prefix_v) / statistics.fmean(sep_v), 4)
+                plain_v = [r["prefixes"][str(d)][metric] for r in plain]
+                if plain_v:  # matryoshka_rescale: false
+                    row[f"matryoshka_plain_{metric}"] = mean_std(plain_v)
+                    if sep_v:
+                        row[f"ratio_plain_{metric}"] = round(
+                            statistics.fmean(plain_v) / statistics.fmean(sep_v), 4
+                        )
             row["seeds"] = [r["seed"] for r in sep]
             if "ratio_recall@20" in row:
                 row["meets_0.95"] = row["ratio_recall@20"] >= 0.95
@@ -187,19 +201,25 @@ def markdown(results: dict[str, Any]) -> str:
     def ms(v: dict[str, float] | None) -> str:
         return f"{v['mean']:.4f} ± {v['std']:.4f}" if v else "—"
 
+    def ratio(v: float | None) -> str:
+        return f"{v:.3f}" if v is not None else "—"
+
     lines = [
         "| dataset | model | d | Matryoshka prefix R@20 | separate model R@20 | ratio "
-        "| truncated 64-d R@20 |",
-        "|---|---|---|---|---|---|---|",
+        "| without rescale: prefix R@20 (ratio) | truncated 64-d R@20 |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for ds, models in results.get("summary", {}).items():
         for model, s in models.items():
             for d, row in s["sizes"].items():
-                ratio = row.get("ratio_recall@20")
-                ratio_s = f"{ratio:.3f}" if ratio is not None else "—"
                 mrl, sep = ms(row["matryoshka_recall@20"]), ms(row["separate_recall@20"])
+                plain = row.get("matryoshka_plain_recall@20")
+                plain_s = f"{ms(plain)} ({ratio(row.get('ratio_plain_recall@20'))})" if plain else "—"
                 trunc = ms(row.get("truncated_recall@20"))
-                lines.append(f"| {ds} | {model} | {d} | {mrl} | {sep} | {ratio_s} | {trunc} |")
+                lines.append(
+                    f"| {ds} | {model} | {d} | {mrl} | {sep} | {ratio(row.get('ratio_recall@20'))} "
+                    f"| {plain_s} | {trunc} |"
+                )
     lines += [
         "",
         "| dataset | model | CPU s/epoch ordinary → Matryoshka (median ratio, range) | whole runs |",
@@ -229,6 +249,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--timing-pairs", type=int, default=5, help="A B pairs of the timed comparison")
     ap.add_argument("--timing-epochs", type=int, default=10, help="epochs per timed side")
     ap.add_argument("--no-timing", action="store_true")
+    ap.add_argument(
+        "--variants",
+        default=",".join(DEFAULT_VARIANTS),
+        help=f"runs per seed, comma-separated, of {list(variants())}",
+    )
     ap.add_argument("--params", type=Path, default=ROOT / "params.yaml")
     ap.add_argument("--out", type=Path, default=DEFAULT_OUT)
     ap.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "mmrec-matryoshka")
@@ -281,7 +306,7 @@ def main(argv: list[str] | None = None) -> int:
         for model in models:
             for seed in seeds:
                 for name, hp in variants().items():
-                    if (ds, model, name, seed) in done:
+                    if name not in args.variants.split(",") or (ds, model, name, seed) in done:
                         continue
                     config = bench_config(profile, model, seed, hp, args)
                     run_name = f"{model}-{name}-seed{seed}"

@@ -106,7 +106,7 @@ def test_changing_5_percent_re_embeds_exactly_those_and_reuses_the_rest_bit_for_
                 }
         # The replaced table is kept one generation back for drift checks.
         prev = read_manifest(layout.feature_previous(name))
-        assert prev["created"] == first[name]["created"] and prev["row_count"] == N
+        assert prev["event_timestamp"] == first[name]["event_timestamp"] and prev["row_count"] == N
     assert layout.feature_names() == ["image", "text"]
 
 
@@ -122,7 +122,9 @@ def test_unchanged_rerun_reuses_everything_and_loads_no_model(tmp_path, bert, mo
         # the replaced (identical) table is kept as the drift baseline
         a, b = read_table(layout.feature(name)), read_table(layout.feature_previous(name))
         assert a.sort_by("item_idx").equals(b.sort_by("item_idx"))
-        assert read_manifest(layout.feature_previous(name))["created"] == first[name]["created"]
+        assert (
+            read_manifest(layout.feature_previous(name))["event_timestamp"] == first[name]["event_timestamp"]
+        )
     assert loads == []
 
 
