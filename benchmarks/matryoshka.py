@@ -290,7 +290,8 @@ def main(argv: list[str] | None = None) -> int:
         f"(the full 64-d vectors) with patience {args.patience}, at most {args.epochs} epochs; "
         f"hyper-parameters {real_data.HPARAMS}",
         "sizes": SIZES,
-        "loss": "mean over the prefix sizes of the model's BPR terms (equal weights)",
+        "loss": "mean over the prefix sizes of the model's BPR terms (equal weights), each prefix's score "
+        "difference x 64 / d (matryoshka_rescale: true); variant matryoshka_plain: without the rescaling",
         "targets": TARGETS,
         "code_version": common.git_commit(ROOT, short=True),
     }
