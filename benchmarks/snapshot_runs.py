@@ -12,10 +12,12 @@ have trained on the next snapshot's test rows.
 
 Per snapshot and default model (``params.yaml`` ``train.models``) the train stage runs
 warm (from the previous snapshot's warm checkpoint; the base from a cold run) and cold,
-interleaved W C W C for ``--rounds`` rounds. Reported: the median warm/cold wall-time
-ratio and its spread, epochs, and the test Recall@20 of both (the train stage's
-full-ranking metrics of the best weights). Targets: warm <= 0.3x cold, warm Recall@20 at
-least 98% of cold's. Writes ``benchmarks/results/snapshot_runs.json``.
+interleaved W C W C for ``--rounds`` rounds (round r with seed + r, on both sides).
+Reported: the median warm/cold wall-time (and CPU-time) ratio and its spread, epochs, the
+test Recall@20 of both (the train stage's full-ranking metrics of the best weights, mean
+over the rounds) and the paired per-user difference with its bootstrap CI. Targets: warm
+<= 0.3x cold, warm Recall@20 at least 98% of cold's. Writes
+``benchmarks/results/snapshot_runs.json``.
 
     .venv/bin/python -m benchmarks.snapshot_runs --snapshots 3 --rounds 3
 """
@@ -178,8 +180,11 @@ def build_store(config: Any, layout: Any) -> dict[str, float]:
     return out
 
 
-def train_run(config: Any, store: Any, run_dir: Path, model: str, warm_from: Path | None) -> dict[str, Any]:
-    """One train-stage run of ``model`` into ``run_dir`` (warm when ``warm_from`` is given)."""
+def train_run(
+    config: Any, store: Any, run_dir: Path, model: str, warm_from: Path | None, seed: int
+) -> dict[str, Any]:
+    """One train-stage run of ``model`` with ``seed`` into ``run_dir`` (warm when
+    ``warm_from`` is given)."""
     from pipelines.layout import Layout
     from pipelines.stages import train as train_stage
 
@@ -189,7 +194,9 @@ def train_run(config: Any, store: Any, run_dir: Path, model: str, warm_from: Pat
     if warm_from is not None:
         layout.model_dir(model).mkdir(parents=True)
         shutil.copy2(warm_from, layout.checkpoint(model))
-    cfg = config.updated({"train": {"models": [model], "warm_start": {"enabled": warm_from is not None}}})
+    cfg = config.updated(
+        {"train": {"models": [model], "seed": seed, "warm_start": {"enabled": warm_from is not None}}}
+    )
     t0, c0 = time.time(), time.process_time()
     summary = train_stage.run(cfg, layout)[model]
     wall, cpu = time.time() - t0, time.process_time() - c0
@@ -198,6 +205,7 @@ def train_run(config: Any, store: Any, run_dir: Path, model: str, warm_from: Pat
         raise RuntimeError(f"{model}: expected a warm start, got {start}")
     return {
         "mode": start["mode"],
+        "seed": seed,
         "wall_seconds": round(wall, 2),
         "cpu_seconds": round(cpu, 2),  # this process, all threads: less sensitive to other jobs
         "epochs": summary["epochs"],
@@ -214,8 +222,8 @@ def compare(warm: list[dict[str, Any]], cold: list[dict[str, Any]]) -> dict[str,
     """Median warm/cold wall ratio (pairs of one round) and its spread; recall of both."""
     ratios = [w["wall_seconds"] / c["wall_seconds"] for w, c in zip(warm, cold, strict=True)]
     cpu = [w["cpu_seconds"] / c["cpu_seconds"] for w, c in zip(warm, cold, strict=True)]
-    rw = statistics.median(r["test_recall@20"] for r in warm)
-    rc = statistics.median(r["test_recall@20"] for r in cold)
+    rw = statistics.mean(r["test_recall@20"] for r in warm)  # rounds differ by seed: the mean
+    rc = statistics.mean(r["test_recall@20"] for r in cold)
     ratio = statistics.median(ratios)
     return {
         "wall_ratio_median": round(ratio, 4),
@@ -234,6 +242,84 @@ def compare(warm: list[dict[str, Any]], cold: list[dict[str, Any]]) -> dict[str,
         "ratio_ok": ratio <= TARGET_RATIO,
         "recall_ok": rw >= TARGET_RECALL * rc,
     }
+
+
+def paired_recall(config: Any, store: Any, model: str, warm: list[Path], cold: list[Path]) -> dict[str, Any]:
+    """Per-user test Recall@20 of the warm and the cold checkpoints (each side averaged over
+    its rounds' seeds) on this snapshot's store: the paired difference with its 95%
+    bootstrap CI (users resampled) and Wilcoxon p. One test item per user makes a single
+    run's mean noisy (about +-4% relative here)."""
+    from evaluation.metrics import evaluate
+    from evaluation.significance import paired_test
+    from pipelines.stages.common import data_source, model_features
+    from training.checkpoint import load_model
+    from training.data import load_train_data
+
+    data = load_train_data(data_source(store, model_features(model, config)))
+    per: dict[str, Any] = {}
+    for name, paths in (("warm", warm), ("cold", cold)):
+        runs = []
+        for path in paths:
+            m, _ = load_model(path, data)
+            ue, ie = m.inference_embeddings()
+            _, per_user, _ = evaluate(
+                ue, ie, data.test, data.train, data.n_users, (20,), return_per_user=True
+            )
+            runs.append(per_user["recall@20"])
+        per[name] = sum(runs) / len(runs)
+    t = paired_test(per["warm"], per["cold"], n_boot=2000, seed=config.seed)
+    cold_mean = t["mean_b"]
+    return {
+        "users": t["users"],
+        "warm": round(t["mean_a"], 6),
+        "cold": round(cold_mean, 6),
+        "diff": round(t["diff"], 6),
+        "rel_diff": round(t["diff"] / cold_mean, 4),
+        "rel_ci95": [round(t["ci_low"] / cold_mean, 4), round(t["ci_high"] / cold_mean, 4)],
+        "p_wilcoxon": t["p_wilcoxon"],
+        "warm_better_users": t["a_better_users"],
+        "cold_better_users": t["b_better_users"],
+    }
+
+
+def summarise(results: dict[str, Any]) -> None:
+    """Per model: the median ratios over snapshots and whether every snapshot met the targets."""
+    for res in results["models"].values():
+        snaps = res["snapshots"]
+        res["summary"] = {
+            "wall_ratio_median": round(statistics.median(s["wall_ratio_median"] for s in snaps), 4),
+            "wall_ratio_worst": max(s["wall_ratio_median"] for s in snaps),
+            "cpu_ratio_median": round(statistics.median(s["cpu_ratio_median"] for s in snaps), 4),
+            "recall_rel_diff_worst": min(s["recall_rel_diff"] for s in snaps),
+            "ratio_ok": all(s["ratio_ok"] for s in snaps),
+            "recall_ok": all(s["recall_ok"] for s in snaps),
+            # a shortfall beyond 2% that the paired CI says is real (its upper end below -2%)
+            "recall_significantly_worse": any(
+                s.get("paired", {}).get("rel_ci95", [0, 0])[1] < -(1 - TARGET_RECALL) for s in snaps
+            ),
+        }
+
+
+def paired_only(
+    args: argparse.Namespace, results: dict[str, Any], universe: Path, store: Any, train: dict
+) -> None:
+    """Add the paired analysis to an earlier run's results (rebuilding each snapshot's store)."""
+    for snaps in zip(*(r["snapshots"] for r in results["models"].values()), strict=True):
+        k = snaps[0]["snapshot"]
+        config = snapshot_config(args.params, args.work / "raw" / str(k), universe / "images", train)
+        build_store(config, store)
+        for model, s in zip(results["models"], snaps, strict=True):
+            s["paired"] = paired_recall(
+                config,
+                store,
+                model,
+                [Path(r["checkpoint"]) for r in s["warm_runs"]],
+                [Path(r["checkpoint"]) for r in s["cold_runs"]],
+            )
+            log.info("snapshot %d %s: paired test R@20 %s", k, model, s["paired"])
+    summarise(results)
+    write_json(args.out, results)
+    print(markdown_table(results))
 
 
 def main() -> None:
@@ -257,6 +343,11 @@ def main() -> None:
     )
     ap.add_argument("--out", type=Path, default=RESULTS / "snapshot_runs.json")
     ap.add_argument("--table", action="store_true", help="print the markdown table of --out and exit")
+    ap.add_argument(
+        "--paired-only",
+        action="store_true",
+        help="add the paired per-user test comparison to --out from the checkpoints in --work",
+    )
     args = ap.parse_args()
     if args.table:
         print(markdown_table(json.loads(args.out.read_text())))
@@ -277,7 +368,8 @@ def main() -> None:
     work.mkdir(parents=True, exist_ok=True)
     # One copy of the params for the whole run: params.yaml may change while it runs.
     source_params = args.params
-    shutil.copy2(args.params, work / "params.yaml")
+    if not (args.paired_only and (work / "params.yaml").exists()):  # keep the analysed run's copy
+        shutil.copy2(args.params, work / "params.yaml")
     args.params = work / "params.yaml"
     params = load_config(args.params)
     models = args.models or list(params.train.models)
@@ -295,6 +387,9 @@ def main() -> None:
     log.info("snapshots: %s", cuts)
     store = Layout(store=work / "store", models=work / "models", reports=work / "reports")
     train = {"backend": args.backend, "threads": args.threads, "seeds": None}
+    if args.paired_only:
+        paired_only(args, json.loads(args.out.read_text()), universe, store, train)
+        return
     results: dict[str, Any] = {
         "what": "train-stage wall time and test Recall@20, warm start vs cold retrain, per snapshot",
         "targets": {"wall_ratio_max": TARGET_RATIO, "recall_min_share_of_cold": TARGET_RECALL},
@@ -307,6 +402,7 @@ def main() -> None:
         "settings": {
             "snapshots": args.snapshots,
             "rounds": args.rounds,
+            "seeds": [params.seed + r for r in range(args.rounds)],
             "backend": args.backend,
             "threads": args.threads,
             "split": "temporal",
@@ -330,15 +426,16 @@ def main() -> None:
                     base = json.loads(record.read_text())
                     log.info("snapshot 0 %s: reusing the base run in %s", model, record.parent)
                 else:
-                    base = train_run(config, store, runs_dir / "cold0", model, None)
+                    base = train_run(config, store, runs_dir / "cold0", model, None, params.seed)
                     write_json(record, base)
                 chain[model] = Path(base["checkpoint"])
                 results["models"][model]["base"] = base
                 continue
             warm, cold = [], []
-            for r in range(args.rounds):  # interleaved: W C W C ...
-                warm.append(train_run(config, store, runs_dir / f"warm{r}", model, chain[model]))
-                cold.append(train_run(config, store, runs_dir / f"cold{r}", model, None))
+            for r in range(args.rounds):  # interleaved: W C W C ..., round r with seed + r
+                seed = params.seed + r
+                warm.append(train_run(config, store, runs_dir / f"warm{r}", model, chain[model], seed))
+                cold.append(train_run(config, store, runs_dir / f"cold{r}", model, None, seed))
                 log.info(
                     "snapshot %d %s round %d: warm %.1fs (%d epochs, R@20 %.4f) "
                     "cold %.1fs (%d epochs, R@20 %.4f)",
@@ -346,31 +443,34 @@ def main() -> None:
                     cold[-1]["wall_seconds"], cold[-1]["epochs"], cold[-1]["test_recall@20"],
                 )  # fmt: skip
             chain[model] = Path(warm[0]["checkpoint"])  # the next snapshot warms from this warm model
+            paired = paired_recall(
+                config,
+                store,
+                model,
+                [Path(r["checkpoint"]) for r in warm],
+                [Path(r["checkpoint"]) for r in cold],
+            )
             results["models"][model]["snapshots"].append(
-                {"snapshot": k, **compare(warm, cold), "warm_runs": warm, "cold_runs": cold}
+                {"snapshot": k, **compare(warm, cold), "paired": paired, "warm_runs": warm, "cold_runs": cold}
             )
             write_json(args.out, results)
-    for _model, res in results["models"].items():
-        snaps = res["snapshots"]
-        res["summary"] = {
-            "wall_ratio_median": round(statistics.median(s["wall_ratio_median"] for s in snaps), 4),
-            "wall_ratio_worst": max(s["wall_ratio_median"] for s in snaps),
-            "cpu_ratio_median": round(statistics.median(s["cpu_ratio_median"] for s in snaps), 4),
-            "recall_rel_diff_worst": min(s["recall_rel_diff"] for s in snaps),
-            "ratio_ok": all(s["ratio_ok"] for s in snaps),
-            "recall_ok": all(s["recall_ok"] for s in snaps),
-        }
+    summarise(results)
     results["load_avg_end"] = os.getloadavg()
     write_json(args.out, results)
     print(json.dumps({m: r["summary"] for m, r in results["models"].items()}, indent=1))
     print(markdown_table(results))
 
 
+def _ci(s: dict[str, Any]) -> str:
+    ci = s.get("paired", {}).get("rel_ci95")
+    return f" ({100 * ci[0]:+.1f}% to {100 * ci[1]:+.1f}%)" if ci else ""
+
+
 def markdown_table(results: dict[str, Any]) -> str:
     """The docs/results.md table: one row per model and snapshot."""
     lines = [
         "| model | snapshot | warm s | cold s | wall warm/cold (median, min-max) | CPU warm/cold "
-        "| epochs warm / cold | test R@20 warm | cold | diff |",
+        "| epochs warm / cold | test R@20 warm | cold | diff (paired 95% CI) |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for model, res in results["models"].items():
@@ -381,7 +481,7 @@ def markdown_table(results: dict[str, Any]) -> str:
                 f"| {s['cpu_ratio_median']:.2f} "
                 f"| {statistics.median(s['warm_epochs']):.0f} / {statistics.median(s['cold_epochs']):.0f} "
                 f"| {s['warm_recall@20']:.4f} | {s['cold_recall@20']:.4f} "
-                f"| {100 * s['recall_rel_diff']:+.1f}% |"
+                f"| {100 * s['recall_rel_diff']:+.1f}%{_ci(s)} |"
             )
     return "\n".join(lines)
 
