@@ -467,7 +467,7 @@ def _ci(s: dict[str, Any]) -> str:
 
 
 def markdown_table(results: dict[str, Any]) -> str:
-    """The docs/results.md table: one row per model and snapshot."""
+    """The docs/scheduled-runs.md table: one row per model and snapshot."""
     lines = [
         "| model | snapshot | warm s | cold s | wall warm/cold (median, min-max) | CPU warm/cold "
         "| epochs warm / cold | test R@20 warm | cold | diff (paired 95% CI) |",
